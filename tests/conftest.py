@@ -1,0 +1,39 @@
+"""Test-wide settings: no hub access, caches in a temporary folder, a headless plot backend."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_CACHE = Path(tempfile.mkdtemp(prefix="driftlib-test-cache-"))
+for _var, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HOME": str(_CACHE / "hf"),
+    "TORCH_HOME": str(_CACHE / "torch"),
+    "MPLCONFIGDIR": str(_CACHE / "mpl"),
+    "MPLBACKEND": "Agg",
+    "XDG_CACHE_HOME": str(_CACHE / "xdg"),
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ[_var] = _value
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+#: the real hh-rlhf harmless-base test split that lives beside the checkout (never copied in)
+HH_RLHF = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def hh_rlhf_path() -> Path:
+    if not HH_RLHF.is_file():
+        pytest.skip(f"real hh-rlhf data not found at {HH_RLHF}")
+    return HH_RLHF
