@@ -1,0 +1,33 @@
+# The README's two commands: `make run` (set up, run the workflow on the embedded default,
+# build the report) and `make test` (set up, run the tests). Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+# The rules call `driftlib`; put the venv's scripts first on PATH for Snakemake's jobs.
+export PATH := $(BIN):$(PATH)
+# Hub lookups would retry for tens of seconds without network; the default run needs none.
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: run test setup report clean
+
+$(VENV)/.installed: pyproject.toml constraints-cpu.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade -q pip
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test,slurm]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(OFFLINE) $(BIN)/snakemake --cores all
+	$(OFFLINE) $(BIN)/snakemake --report results/report.html
+	@echo "Report: $(CURDIR)/results/report.html"
+
+report: setup
+	$(OFFLINE) $(BIN)/snakemake --report results/report.html
+
+test: setup
+	$(OFFLINE) $(BIN)/pytest -q
+
+clean:
+	rm -rf results .snakemake

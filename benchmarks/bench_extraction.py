@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Benchmark: driftlib hidden-state extraction against a bare ``model(**batch)`` loop.
+
+Both sides see the same texts, batch size and ``max_length`` and run under ``torch.inference_mode()``:
+
+- baseline: the texts in the order given, batches tokenised beforehand (not timed), each padded to its
+  longest text, the full model run (every block, final norm, LM head over every position);
+- driftlib: :func:`driftlib.activations.extract_hidden_states` end to end (tokenising, sorting by
+  length, early stop after the requested block, mean pooling, copy to the CPU), timed in full.
+
+Models have random weights (no download): (a) a small Llama-style model (hidden 64, 4 blocks, vocab
+2048) and (b) a model of SmolLM2-135M's shape (30 blocks, hidden 576, vocab 49152, tied embeddings).
+Texts are real hh-rlhf transcripts (chosen and rejected of the first pairs), tokenised by byte-level
+BPEs trained here on that file. Targets: ratio <= 1.0 on (a) and <= 0.6 on (b) reading the last block.
+
+    python benchmarks/bench_extraction.py                       # CPU, float32, 200 texts
+    python benchmarks/bench_extraction.py --device cuda --dtype bfloat16
+    python benchmarks/bench_extraction.py --n-texts 64 --models smol --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+
+from driftlib.activations import extract_hidden_states  # noqa: E402
+from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+
+MODELS: dict[str, tuple[str, transformers.LlamaConfig]] = {
+    "small": (
+        "small Llama-style (hidden 64, 4 blocks, vocab 2048)",
+        transformers.LlamaConfig(
+            vocab_size=2048, hidden_size=64, intermediate_size=256, num_hidden_layers=4,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        ),
+    ),
+    "smol": (
+        "SmolLM2-135M shape (30 blocks, hidden 576, vocab 49152)",
+        transformers.LlamaConfig(
+            vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+            num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+            tie_word_embeddings=True, rope_theta=100000.0, rms_norm_eps=1e-5,
+        ),
+    ),
+}
+
+
+def load_texts(path: Path, n: int) -> list[str]:
+    """``n`` texts: chosen and rejected of the first ``n / 2`` pairs, interleaved (varied lengths)."""
+    texts: list[str] = []
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            pair = json.loads(line)
+            texts.extend([pair["chosen"], pair["rejected"]])
+            if len(texts) >= n:
+                break
+    return texts[:n]
+
+
+def train_tokenizer(path: Path, vocab_size: int) -> transformers.PreTrainedTokenizerFast:
+    """A byte-level BPE trained on every transcript of ``path``; adds ``<|endoftext|>`` in front."""
+    corpus: list[str] = []
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        for line in handle:
+            pair = json.loads(line)
+            corpus.extend([pair["chosen"], pair["rejected"]])
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer)
+    bos = tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def bench_model(key: str, args: argparse.Namespace, texts: list[str], device: torch.device, dtype: torch.dtype) -> list[dict[str, object]]:
+    label, config = MODELS[key]
+    tokenizer = train_tokenizer(DATA, min(config.vocab_size, args.tokenizer_vocab))
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+    n_blocks = config.num_hidden_layers
+
+    batches = []
+    tokenizer.truncation_side = "left"
+    for start in range(0, len(texts), args.batch_size):
+        enc = tokenizer(texts[start : start + args.batch_size], padding=True, truncation=True, max_length=args.max_length, return_tensors="pt")
+        batches.append({k: v.to(device) for k, v in enc.items()})
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
+    padded = sum(b["input_ids"].numel() for b in batches)
+
+    def baseline() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                model(**batch)
+
+    def extraction(layer: int) -> Callable[[], object]:
+        return lambda: extract_hidden_states(
+            model, tokenizer, texts, [layer], pooling="mean", batch_size=args.batch_size,
+            max_length=args.max_length, progress=False,
+        )
+
+    # warm up both paths (allocator, kernels, lazy init) on a few texts
+    with torch.inference_mode():
+        model(**batches[0])
+    extract_hidden_states(model, tokenizer, texts[: args.batch_size], [n_blocks - 1], batch_size=args.batch_size, progress=False)
+
+    runs = {"baseline": baseline, "last block": extraction(n_blocks - 1), "middle block": extraction(n_blocks // 2 - 1)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleave, so a load spike from other processes hits every variant alike
+        for name, fn in runs.items():
+            times[name] += timed(fn, device, 1)
+    base = statistics.median(times["baseline"])
+    print(f"\n== ({key}) {label}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params, {device} {str(dtype).removeprefix('torch.')}")
+    print(f"   {len(texts)} texts, {sum(lengths)} real tokens ({min(lengths)}-{max(lengths)} per text), "
+          f"{padded} positions in the baseline's padded batches, batch {args.batch_size}, max_length {args.max_length}")
+    rows = []
+    for name, values in times.items():
+        median = statistics.median(values)
+        ratio = median / base
+        extra = "" if name == "baseline" else f"   ratio {ratio:.3f}"
+        block = {"baseline": "all + LM head", "last block": str(n_blocks - 1), "middle block": str(n_blocks // 2 - 1)}[name]
+        print(f"   {name:<13} (block {block:>13}): median {median:8.3f} s  [{', '.join(f'{v:.3f}' for v in values)}]{extra}")
+        rows.append({"model": key, "run": name, "median_s": median, "ratio": ratio})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (default float32)")
+    parser.add_argument("--n-texts", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (median reported)")
+    parser.add_argument("--models", default="small,smol", help="comma-separated: small, smol")
+    parser.add_argument("--tokenizer-vocab", type=int, default=16384, help="BPE vocabulary size (capped at the model's)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    transformers.logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    texts = load_texts(DATA, args.n_texts)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
+    results = []
+    for key in args.models.split(","):
+        results += bench_model(key.strip(), args, texts, device, dtype)
+    print(f"\nload average {os.getloadavg()[0]:.2f} at end (other processes may share the CPU)")
+    targets = {"small": 1.0, "smol": 0.6}
+    for row in results:
+        if row["run"] == "last block":
+            verdict = "meets" if row["ratio"] <= targets[row["model"]] else "MISSES"
+            print(f"target: ({row['model']}) last-block ratio {row['ratio']:.3f} {verdict} <= {targets[row['model']]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""The ``driftlib`` command line: one subcommand per workflow step.
+
+Every Snakemake rule runs exactly one of these commands, so any step can be re-run by hand with
+the same result the workflow gets (``snakemake -p`` prints the command lines). Errors that a user
+can fix are printed as one line (``driftlib: error: ...``) with exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from driftlib import __version__
+from driftlib.errors import DriftlibError
+
+log = logging.getLogger("driftlib")
+
+
+def _layer(value: str) -> int | float:
+    """A layer on the command line: ``3`` / ``-1`` is a block index, ``0.5`` a relative depth."""
+    try:
+        return float(value) if any(c in value for c in ".eE") else int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a layer: {value!r} (an int block index or a float depth)")
+
+
+def _none_or_int(value: str) -> int | None:
+    return None if value.lower() in ("none", "null", "all") else int(value)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def cmd_prepare_prompts(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import fingerprint, write_table
+    from driftlib.prompts import load_prompts, sample_balanced
+
+    df, load_report = load_prompts(args.source, split=args.split)
+    sample, sample_report = sample_balanced(df, args.per_group, args.seed, axioms=args.axioms)
+    meta = {"source": args.source, "split": args.split, "per_group": args.per_group,
+            "seed": args.seed, "load": load_report, "sampling": sample_report,
+            "dataset_fingerprint": fingerprint(sample)}
+    write_table(sample, args.out, metadata=meta)
+    log.info("wrote %d prompts to %s", len(sample), args.out)
+
+
+def cmd_prepare_pairs(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import fingerprint, write_table
+    from driftlib.preferences import load_pairs, sample_pairs
+
+    df, report = load_pairs(args.source, data_dir=args.data_dir, split=args.split)
+    sample = sample_pairs(df, args.n, args.seed)
+    meta = {"source": args.source, "data_dir": args.data_dir, "split": args.split, "n": args.n,
+            "seed": args.seed, "load": report, "dataset_fingerprint": fingerprint(sample)}
+    write_table(sample, args.out, metadata=meta)
+    log.info("wrote %d pairs to %s", len(sample), args.out)
+
+
+# --------------------------------------------------------------------------- tiny family
+
+
+def cmd_tiny_tokenizer(args: argparse.Namespace) -> None:
+    from driftlib.tiny import train_tokenizer
+
+    train_tokenizer(args.out, vocab_size=args.vocab_size, seed=args.seed)
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> None:
+    from driftlib import tiny
+
+    if args.variant == "base":
+        record = tiny.build_base(args.arch, args.tokenizer, args.out, steps=args.steps, seed=args.seed)
+    else:
+        record = tiny.build_aligned(args.base, args.out, steps=args.steps, seed=args.seed)
+    log.info("built %s: final loss %.3f", args.out, record.get("final_loss", float("nan")))
+
+
+# --------------------------------------------------------------------------- phase 1
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from driftlib.activations import extract_hidden_states
+    from driftlib.artifacts import read_table, save_tensors
+    from driftlib.layers import num_layers, resolve_layers
+    from driftlib.models import describe_model, load_model
+
+    texts_df, texts_meta = read_table(args.texts, columns=["id", args.text_column])
+    model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype,
+                                  device=args.device, trust_remote_code=args.trust_remote_code)
+    depth = num_layers(model)
+    layers = resolve_layers(args.layers, depth, key="aqi.layers")
+    hidden = extract_hidden_states(
+        model, tokenizer, texts_df[args.text_column].tolist(), layers, pooling=args.pooling,
+        skip_first=args.skip_first, batch_size=args.batch_size, max_length=args.max_length,
+        model_name=f"{args.name}/{args.variant}",
+    )
+    info = describe_model(model)
+    meta = {
+        "model": args.name, "variant": args.variant, "model_source": args.model,
+        "revision": args.revision or "", "model_type": info.get("model_type", ""),
+        "n_layers": depth, "hidden_size": int(hidden.shape[-1]), "layers": layers,
+        "layer_spec": args.layers, "pooling": args.pooling, "skip_first": args.skip_first,
+        "max_length": args.max_length, "truncation_side": "left",
+        "dataset_fingerprint": texts_meta.get("dataset_fingerprint", ""),
+        "n_rows": int(hidden.shape[0]), "ids": texts_df["id"].astype(str).tolist(),
+        "dtype": str(info.get("dtype", "")),
+    }
+    save_tensors(args.out, {"hidden": hidden}, metadata=meta)
+    log.info("wrote hidden states %s to %s", tuple(hidden.shape), args.out)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from driftlib.scoring import score_activation_file
+
+    table = score_activation_file(
+        args.activations, args.prompts, method=args.method, n_components=args.pca_components,
+        n_boot=args.bootstrap, n_perm=args.permutations, confidence=args.confidence,
+        seed=args.seed, paper=args.paper, gamma=args.gamma, out=args.out,
+    )
+    log.info("wrote %d AQI rows to %s", len(table), args.out)
+
+
+def cmd_summarize_baseline(args: argparse.Namespace) -> None:
+    from driftlib.baseline import summarize_baseline
+
+    choice = summarize_baseline(args.tables, args.out_dir)
+    log.info("baseline model: %s", choice.get("baseline"))
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    from driftlib.config import iter_model_variants, load_config
+
+    config = load_config(args.config)
+    variants = list(iter_model_variants(config))
+    print(f"{args.config}: valid ({len(config['models'])} models, {len(variants)} variants)")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driftlib", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"driftlib {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prepare-prompts", help="load LITMUS-form prompts and sample n per (axiom, label)")
+    p.add_argument("--source", default="bundled", help="bundled | FILE | hf:<dataset id>")
+    p.add_argument("--split", default="train")
+    p.add_argument("--per-group", type=_none_or_int, default=20)
+    p.add_argument("--axioms", nargs="+", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare_prompts)
+
+    p = sub.add_parser("prepare-pairs", help="load hh-rlhf-form preference pairs and sample n")
+    p.add_argument("--source", default="bundled", help="bundled | FILE | hf:Anthropic/hh-rlhf")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--split", default="test")
+    p.add_argument("--n", type=_none_or_int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare_pairs)
+
+    p = sub.add_parser("tiny-tokenizer", help="train the tiny family's tokenizer on bundled text")
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_tiny_tokenizer)
+
+    p = sub.add_parser("tiny-model", help="train a tiny base model, or fine-tune its aligned counterpart")
+    p.add_argument("variant", choices=["base", "aligned"])
+    p.add_argument("--arch", help="tiny architecture (base only)")
+    p.add_argument("--tokenizer", help="tokenizer directory (base only)")
+    p.add_argument("--base", help="base model directory (aligned only)")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_tiny_model)
+
+    p = sub.add_parser("extract", help="pooled decoder-block outputs of a model on a table of texts")
+    p.add_argument("--model", required=True, help="hub id or local directory")
+    p.add_argument("--revision", default=None)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--name", required=True, help="model key (recorded in metadata)")
+    p.add_argument("--variant", default="aligned", choices=["base", "aligned"])
+    p.add_argument("--texts", required=True, help="Parquet table with id and text columns")
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--layers", type=_layer, nargs="+", required=True)
+    p.add_argument("--pooling", choices=["mean", "last"], default="mean")
+    p.add_argument("--no-skip-first", dest="skip_first", action="store_false")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("score", help="AQI per axiom and overall from extracted hidden states")
+    p.add_argument("--activations", required=True)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--method", choices=["standardize", "none"], default="standardize")
+    p.add_argument("--pca-components", type=_none_or_int, default=32)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--permutations", type=int, default=200)
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paper", action="store_true", help="also compute the earlier public normalisation")
+    p.add_argument("--gamma", type=float, default=0.5)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("summarize-baseline", help="phase 1 summary: table, baseline model, plots")
+    p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_summarize_baseline)
+
+    p = sub.add_parser("check-config", help="validate a config file against the schema and checks")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        args.func(args)
+    except DriftlibError as exc:
+        print(f"driftlib: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("driftlib: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

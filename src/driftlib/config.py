@@ -1,0 +1,150 @@
+"""The workflow configuration: schema validation with readable messages, and checks a schema cannot make.
+
+The Snakefile calls :func:`load_and_check` on the loaded config; ``driftlib check-config FILE``
+does the same from the command line. Errors are :class:`~driftlib.errors.ConfigError` whose
+message starts with the dotted key that is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driftlib.errors import ConfigError
+
+#: the schema file, relative to the repository root
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: model paths with this prefix name a member of the tiny family that the workflow builds
+TINY_PREFIX = "tiny:"
+VARIANTS = ("base", "aligned")
+
+
+def _key_path(parts: Any) -> str:
+    return ".".join(str(p) for p in parts) or "<top level>"
+
+
+def _format_error(error: Any) -> str:
+    """One line naming the key and what was expected, from a jsonschema ValidationError."""
+    key = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted((error.schema.get("properties") or {}).keys())
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        where = key if error.absolute_path else "top level"
+        names = ", ".join(f"{where}.{e}" if error.absolute_path else e for e in extra)
+        return f"unknown key {names} (allowed here: {', '.join(allowed)})"
+    if "propertyNames" in error.absolute_schema_path:
+        return (f"{key}: model key {error.instance!r} is not allowed: keys name folders under "
+                "results/, so use letters, digits, '_', '-', '.' (no '/', no '..')")
+    if error.validator == "required":
+        return f"{key}: {error.message}"
+    return f"{key}: {error.message} (expected: {_expected(error.schema)})"
+
+
+def _expected(schema: dict) -> str:
+    if "enum" in schema:
+        return "one of " + ", ".join(map(repr, schema["enum"]))
+    parts = []
+    if "type" in schema:
+        parts.append(f"type {schema['type']}")
+    for bound in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems",
+                  "minProperties", "pattern"):
+        if bound in schema:
+            parts.append(f"{bound} {schema[bound]}")
+    if "description" in schema:
+        parts.append(schema["description"])
+    return "; ".join(parts) or "see workflow/schemas/config.schema.yaml"
+
+
+def validate_schema(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """Validate ``config`` against the schema (through Snakemake's ``validate``) and fill defaults.
+
+    Returns the config with defaults filled in place. Raises ConfigError naming the first bad key.
+    """
+    import jsonschema
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(schema_path), set_default=True)
+    except Exception as exc:  # snakemake wraps jsonschema's error in a WorkflowError
+        schema = yaml.safe_load(Path(schema_path).read_text())
+        validator = jsonschema.Draft202012Validator(schema)
+        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+        if not errors:
+            raise ConfigError(f"config does not validate: {exc}") from None
+        lines = [_format_error(e) for e in errors[:5]]
+        raise ConfigError("invalid config: " + "; ".join(lines)) from None
+    return config
+
+
+def iter_model_variants(config: dict) -> Iterator[tuple[str, str, str]]:
+    """Yield ``(model_key, variant, path)`` for every configured model variant."""
+    for key, entry in config["models"].items():
+        for variant in VARIANTS:
+            path = entry.get(variant)
+            if path:
+                yield key, variant, path
+
+
+def tiny_member(path: str) -> str | None:
+    """The tiny-family member a path names (``tiny:llama-base`` -> ``llama-base``), else None."""
+    return path[len(TINY_PREFIX):] if path.startswith(TINY_PREFIX) else None
+
+
+def check_semantics(config: dict) -> None:
+    """Checks the schema cannot express. Raises ConfigError naming the key."""
+    from driftlib.tiny import TINY_ARCHS
+
+    for key, variant, path in iter_model_variants(config):
+        member = tiny_member(path)
+        if member is None:
+            continue
+        arch, _, kind = member.rpartition("-")
+        if arch not in TINY_ARCHS or kind not in VARIANTS:
+            raise ConfigError(
+                f"models.{key}.{variant}: {path!r} is not a tiny-family member; use "
+                f"tiny:<arch>-base or tiny:<arch>-aligned with arch one of {sorted(TINY_ARCHS)}"
+            )
+        if kind != variant:
+            raise ConfigError(f"models.{key}.{variant}: {path!r} is the {kind} model, not the {variant} one")
+    layers = config["aqi"]["layers"]
+    for i, value in enumerate(layers):
+        if isinstance(value, bool):
+            raise ConfigError(f"aqi.layers[{i}]: {value!r} is not a layer (an int or a float in (0, 1])")
+    # layers beyond a model's depth are checked where the depth is known: for tiny members here,
+    # for every model at extraction time (driftlib.layers.resolve_layers)
+    for key, variant, path in iter_model_variants(config):
+        member = tiny_member(path)
+        if member is None:
+            continue
+        depth = TINY_ARCHS[member.rpartition("-")[0]]["num_hidden_layers"]
+        for i, value in enumerate(layers):
+            if isinstance(value, int) and not -depth <= value < depth:
+                raise ConfigError(
+                    f"aqi.layers[{i}]: block {value} does not exist in models.{key}.{variant} "
+                    f"({path}, {depth} blocks: use 0..{depth - 1}, a negative index, or a relative depth)"
+                )
+
+
+def load_and_check(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
+    """Validate, fill defaults and run the semantic checks; returns the (same) config."""
+    validate_schema(config, schema_path)
+    check_semantics(config)
+    return config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and check it (see :func:`load_and_check`)."""
+    p = Path(path)
+    try:
+        config = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{p}: the config must be a mapping of keys to values")
+    return load_and_check(copy.deepcopy(config))

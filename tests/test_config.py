@@ -1,0 +1,67 @@
+"""Config validation: the shipped configs are valid, and bad values are rejected naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from driftlib.config import load_and_check, load_config
+from driftlib.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def default(repo_root):
+    return yaml.safe_load((repo_root / "config/config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_shipped_configs_are_valid(repo_root, name):
+    config = load_config(repo_root / "config" / name)
+    assert config["aqi"]["bootstrap"] >= 100
+    assert all(m["aligned"] for m in config["models"].values())
+
+
+def test_paper_config_has_the_study_models(repo_root):
+    models = load_config(repo_root / "config/paper.yaml")["models"]
+    aligned = {m["aligned"] for m in models.values()}
+    assert {"meta-llama/Llama-3.1-8B-Instruct", "mistralai/Mistral-7B-Instruct-v0.3",
+            "Qwen/Qwen2-7B-Instruct", "google/gemma-2-9b-it"} <= aligned
+    phi3 = next(m for m in models.values() if "Phi-3" in m["aligned"])
+    assert phi3["base"] is None
+
+
+def test_defaults_are_filled(default):
+    config = copy.deepcopy(default)
+    del config["extraction"]
+    load_and_check(config)
+    assert config["extraction"] == {"batch_size": 16, "max_length": 256, "pooling": "mean", "skip_first": True}
+
+
+@pytest.mark.parametrize("change, pattern", [
+    (lambda c: c.update(bogus=1), r"unknown key bogus"),
+    (lambda c: c["aqi"].update(bootstrap=10), r"aqi\.bootstrap: 10 is less than the minimum"),
+    (lambda c: c["aqi"].update(method="tsne"), r"aqi\.method: .*one of 'standardize', 'none'"),
+    (lambda c: c["aqi"].update(layers=[0.5, 0.5]), r"aqi\.layers: .*non-unique"),
+    (lambda c: c["aqi"].update(layers=[1.5]), r"aqi\.layers\.0"),
+    (lambda c: c["models"].update({"/abs": {"aligned": "x"}}), r"model key '/abs' is not allowed"),
+    (lambda c: c["models"].update({"a..b": {"aligned": "x"}}), r"model key 'a\.\.b' is not allowed"),
+    (lambda c: c["models"]["llama"].pop("aligned"), r"models\.llama: 'aligned' is a required property"),
+    (lambda c: c["models"]["llama"].update(base="tiny:falcon-base"), r"models\.llama\.base: .*not a tiny-family member"),
+    (lambda c: c["aqi"].update(layers=[-9]), r"aqi\.layers\[0\]: block -9 does not exist"),
+    (lambda c: c.update(device="gpu"), r"device: 'gpu' does not match"),
+])
+def test_bad_values_are_rejected_naming_the_key(default, change, pattern):
+    config = copy.deepcopy(default)
+    change(config)
+    with pytest.raises(ConfigError, match=pattern):
+        load_and_check(config)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("models: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")

@@ -1,0 +1,198 @@
+"""Model loading (local directories, hub ids offline), device and dtype settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from driftlib.errors import ConfigError, ModelError
+from driftlib.models import ATTN_IMPLEMENTATION, describe_model, load_model, resolve_device, resolve_dtype
+
+VOCAB = 300
+
+
+def _tokenizer() -> transformers.PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(["Human: hello there. Assistant: hi, how can I help?"] * 5, trainer)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+
+def _save(tmp_path: Path, config: transformers.PretrainedConfig, name: str = "model") -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    folder = tmp_path / name
+    model.save_pretrained(folder)
+    _tokenizer().save_pretrained(folder)
+    return folder, model
+
+
+LLAMA = transformers.LlamaConfig(
+    vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+    bos_token_id=0, eos_token_id=1,
+)
+
+
+# ---------------------------------------------------------------- device and dtype
+
+
+def test_resolve_device() -> None:
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == torch.device(expected)
+    assert resolve_device() == torch.device(expected)
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: 'banana'"):
+        resolve_device("banana")
+    with pytest.raises(ConfigError, match="device"):
+        resolve_device(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_resolve_device_cuda_without_gpu() -> None:
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+
+
+def test_resolve_dtype() -> None:
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("auto") == torch.float32
+    if not torch.cuda.is_available():  # on a GPU the answer depends on bfloat16 support
+        assert resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert resolve_dtype("float32", "cuda") == torch.float32
+    assert resolve_dtype("bfloat16") == torch.bfloat16
+    assert resolve_dtype("float16") == torch.float16
+    assert resolve_dtype("bf16") == torch.bfloat16
+    assert resolve_dtype(torch.float16) == torch.float16
+    with pytest.raises(ConfigError, match="dtype: 'float64x'"):
+        resolve_dtype("float64x")
+    with pytest.raises(ConfigError, match="floating"):
+        resolve_dtype(torch.int64)
+
+
+def test_attn_defaults() -> None:
+    assert ATTN_IMPLEMENTATION["gemma2"] == "eager"
+
+
+# ---------------------------------------------------------------- local directories
+
+
+def test_local_dir_without_weights(tmp_path: Path) -> None:
+    folder = tmp_path / "noweights"
+    LLAMA.save_pretrained(folder)
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    message = str(info.value)
+    assert str(folder) in message and "no weights" in message and "*.safetensors" in message and "config.json" in message
+
+
+def test_local_dir_without_config(tmp_path: Path) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(ModelError, match="no config.json"):
+        load_model(folder)
+
+
+def test_missing_local_path(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not a directory"):
+        load_model(str(tmp_path / "does" / "not" / "exist"))
+
+
+def test_round_trip_gives_identical_logits(tmp_path: Path) -> None:
+    folder, original = _save(tmp_path, LLAMA)
+    model, tokenizer = load_model(str(folder), dtype="float32", device="cpu")
+    assert not model.training
+    assert tokenizer.padding_side == "left"
+    assert tokenizer.pad_token == tokenizer.eos_token == "</s>"
+    ids = torch.tensor([tokenizer("Human: hello there.")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, original(input_ids=ids).logits, rtol=0, atol=0)
+    facts = describe_model(model)
+    assert facts == {
+        "model_type": "llama",
+        "architecture": "LlamaForCausalLM",
+        "n_layers": 2,
+        "hidden_size": 32,
+        "dtype": "float32",
+        "device": "cpu",
+        "n_params": sum(p.numel() for p in original.parameters()),
+    }
+
+
+def test_dtype_and_attention_choice(tmp_path: Path) -> None:
+    folder, _ = _save(tmp_path, LLAMA)
+    model, _ = load_model(folder, dtype="bfloat16", attn_implementation="eager")
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert model.config._attn_implementation == "eager"
+    default, _ = load_model(folder)
+    assert default.config._attn_implementation != "eager"  # transformers' default (sdpa) when not chosen
+
+
+def test_gemma2_gets_eager_attention(tmp_path: Path) -> None:
+    config = transformers.Gemma2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+    )
+    folder, _ = _save(tmp_path, config, "gemma2")
+    model, _ = load_model(folder)
+    assert model.config._attn_implementation == "eager"
+    assert describe_model(model)["model_type"] == "gemma2"
+
+
+def test_remote_code_model_refused_with_advice(tmp_path: Path) -> None:
+    folder, _ = _save(tmp_path, LLAMA)
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "driftlib-custom"
+    config["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig", "AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="trust_remote_code: true"):
+        load_model(folder)
+
+
+# ---------------------------------------------------------------- hub ids
+
+
+def test_unknown_hub_id_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelError) as info:
+        load_model("driftlib-tests/no-such-model", revision="main")
+    message = str(info.value)
+    assert "driftlib-tests/no-such-model" in message
+    assert "HF_HUB_OFFLINE" in message
+    assert "local copy" in message and "models.<key>.aligned" in message
+
+
+def test_attention_default_comes_from_model_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder, _ = _save(tmp_path, LLAMA)
+    monkeypatch.setitem(ATTN_IMPLEMENTATION, "llama", "eager")
+    model, _ = load_model(folder)
+    assert model.config._attn_implementation == "eager"
+
+
+def test_hub_id_loads_from_local_cache_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder, original = _save(tmp_path, LLAMA)
+    # lay the files out as the hub cache does: models--org--name/{refs/main, snapshots/<commit>/…}
+    repo = Path(constants.HF_HUB_CACHE) / "models--driftlib-tests--cached-tiny"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        (snapshot / file.name).write_bytes(file.read_bytes())
+    model, tokenizer = load_model("driftlib-tests/cached-tiny")
+    ids = torch.tensor([tokenizer("hello")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, original(input_ids=ids).logits, rtol=0, atol=0)

@@ -1,0 +1,189 @@
+"""Workflow tests: Snakemake on a small tiny-family config in a temporary copy of the workflow.
+
+Each Snakemake call runs in its own process group with a timeout; on expiry the whole group is
+killed, so a hung job cannot hang the test run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.workflow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEMAKE = str(BIN / "snakemake")
+
+#: a small version of the embedded default: two architectures, short training, small samples
+SMALL = {
+    "seed": 0,
+    "tiny": {"vocab_size": 512, "base_steps": 20, "aligned_steps": 10},
+    "data": {"prompts": {"per_group": 6}, "pairs": {"n": 20}},
+    "models": {
+        "llama": {"aligned": "tiny:llama-aligned", "base": "tiny:llama-base"},
+        "qwen2": {"aligned": "tiny:qwen2-aligned", "base": "tiny:qwen2-base"},
+    },
+    "extraction": {"batch_size": 8, "max_length": 64},
+    "aqi": {"layers": [0.5, 1.0], "pca_components": 8, "bootstrap": 200, "permutations": 50},
+}
+
+
+def run_snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+    """Run Snakemake in ``workdir`` in a new process group; kill the group on timeout."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"snakemake {' '.join(args)} timed out after {timeout}s:\n{out[-3000:]}")
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{out[-5000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """The rule -> job count table of a dry run (empty when there is nothing to do)."""
+    out = run_snakemake(workdir, "-n", *args).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines():
+        m = re.match(r"^([A-Za-z_][\w]*)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def make_workdir(path: Path, config: dict) -> Path:
+    for name in ("Snakefile", "workflow", "profiles", "config"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, path / name)
+    (path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A workdir on which the small config has run to completion once."""
+    workdir = make_workdir(tmp_path_factory.mktemp("wf"), SMALL)
+    run_snakemake(workdir, "--cores", "2", timeout=900)
+    return workdir
+
+
+def test_run_completes_with_phase1_outputs(finished: Path) -> None:
+    summary = pd.read_parquet(finished / "results/baseline/aqi_summary.parquet")
+    # 2 models x 2 variants x 2 layers x (7 axioms + overall)
+    assert len(summary) == 2 * 2 * 2 * 8
+    assert set(summary["category"]) >= {"overall", "Civility & Tolerance"}
+    assert summary["defined"].all()
+    assert (summary["ci_low"] <= summary["aqi"]).all() and (summary["aqi"] <= summary["ci_high"]).all()
+    choice = json.loads((finished / "results/baseline/baseline.json").read_text())
+    overall = summary[(summary["primary"]) & (summary["category"] == "overall") & (summary["variant"] == "aligned")]
+    assert choice["baseline"] == overall.sort_values("aqi").iloc[-1]["model"]
+    for png in ("aqi_overall.png", "aqi_heatmap.png"):
+        assert (finished / "results/baseline" / png).stat().st_size > 5000
+
+
+def test_second_run_has_nothing_to_do(finished: Path) -> None:
+    assert planned_jobs(finished) == {}
+
+
+def test_changing_sample_count_reruns_extraction_and_after_not_models(finished: Path) -> None:
+    config = yaml.safe_load(yaml.safe_dump(SMALL))
+    config["data"]["prompts"]["per_group"] = 5
+    write_config(finished, config)
+    try:
+        jobs = planned_jobs(finished)
+    finally:
+        write_config(finished, SMALL)
+    assert jobs == {"prepare_prompts": 1, "extract_prompts": 4, "score_aqi": 4,
+                    "baseline_summary": 1, "all": 1}
+
+
+def test_changing_aqi_settings_rescores_without_extraction(finished: Path) -> None:
+    config = yaml.safe_load(yaml.safe_dump(SMALL))
+    config["aqi"]["bootstrap"] = 300
+    write_config(finished, config)
+    try:
+        jobs = planned_jobs(finished)
+    finally:
+        write_config(finished, SMALL)
+    assert jobs == {"score_aqi": 4, "baseline_summary": 1, "all": 1}
+
+
+def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None:
+    config = yaml.safe_load(yaml.safe_dump(SMALL))
+    config["models"]["phi3"] = {"aligned": "tiny:phi3-aligned"}
+    write_config(finished, config)
+    try:
+        jobs = planned_jobs(finished)
+    finally:
+        write_config(finished, SMALL)
+    assert jobs == {"tiny_base": 1, "tiny_aligned": 1, "extract_prompts": 1, "score_aqi": 1,
+                    "baseline_summary": 1, "all": 1}
+
+
+def test_cli_step_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -> None:
+    """Re-running the scoring command by hand gives the workflow's table exactly."""
+    out = tmp_path / "by_hand.parquet"
+    cmd = [str(BIN / "driftlib"), "-q", "score",
+           "--activations", str(finished / "results/activations/llama/aligned/prompts.safetensors"),
+           "--prompts", str(finished / "results/data/prompts.parquet"), "--pca-components", "8",
+           "--bootstrap", "200", "--permutations", "50", "--seed", "0", "--out", str(out)]
+    subprocess.run(cmd, check=True, timeout=300)
+    pd.testing.assert_frame_equal(pd.read_parquet(out),
+                                  pd.read_parquet(finished / "results/aqi/llama/aligned.parquet"))
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    workdir = make_workdir(tmp_path, SMALL)
+    out = run_snakemake(workdir, "--lint").stdout
+    assert "Congratulations, your workflow is in a good condition!" in out, out
+
+
+def test_paper_config_validates_and_dry_runs(tmp_path: Path) -> None:
+    workdir = make_workdir(tmp_path, SMALL)
+    shutil.copy(REPO / "config/paper.yaml", workdir / "config/paper.yaml")
+    jobs = planned_jobs(workdir, "--configfile", "config/paper.yaml")
+    # 4 families with base + instruct, Phi-3 mini instruct only; no tiny models are merged in
+    assert jobs["extract_prompts"] == 9 and jobs["score_aqi"] == 9
+    assert "tiny_base" not in jobs
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: c["aqi"].update(bootstrap="many"), ["aqi.bootstrap", "integer"]),
+    (lambda c: c["data"]["prompts"].update(per_gruop=3), ["data.prompts.per_gruop", "unknown key"]),
+    (lambda c: c.update(models={}), ["models", "minProperties"]),
+    (lambda c: c["models"].update({"../x": {"aligned": "tiny:llama-aligned"}}), ["'../x'", "results/"]),
+    (lambda c: c["models"]["llama"].update(aligned="tiny:llama-base"), ["models.llama.aligned", "base model"]),
+    (lambda c: c["aqi"].update(layers=[0.5, 9]), ["aqi.layers[1]", "does not exist"]),
+])
+def test_bad_config_is_rejected_naming_the_key(tmp_path: Path, change, words) -> None:
+    config = yaml.safe_load(yaml.safe_dump(SMALL))
+    change(config)
+    workdir = make_workdir(tmp_path, config)
+    result = run_snakemake(workdir, "-n", check=False, timeout=120)
+    assert result.returncode != 0
+    for word in words:
+        assert word in result.stdout, result.stdout[-2000:]
+    assert "Traceback" not in result.stdout

@@ -1,0 +1,83 @@
+# Phase 1: how aligned is each model, per axiom? Hidden states on the evaluation prompts, the
+# AQI per axiom with intervals, and the baseline model (highest overall AQI).
+
+
+rule extract_prompts:
+    input:
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        model=model_inputs,
+    output:
+        f"{RESULTS}/activations/{{model}}/{{variant}}/prompts.safetensors",
+    params:
+        model=model_options,
+        layers=layer_args(config["aqi"]["layers"]),
+        pooling=config["extraction"]["pooling"],
+        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        batch_size=config["extraction"]["batch_size"],
+        max_length=config["extraction"]["max_length"],
+    log:
+        f"{RESULTS}/logs/extract_prompts/{{model}}-{{variant}}.log",
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "driftlib extract {params.model} --name {wildcards.model} --variant {wildcards.variant} "
+        "--texts {input.prompts} --layers {params.layers} --pooling {params.pooling} {params.skip_first} "
+        "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
+
+
+rule score_aqi:
+    input:
+        activations=f"{RESULTS}/activations/{{model}}/{{variant}}/prompts.safetensors",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+    output:
+        f"{RESULTS}/aqi/{{model}}/{{variant}}.parquet",
+    params:
+        method=config["aqi"]["method"],
+        pca=config["aqi"]["pca_components"],
+        bootstrap=config["aqi"]["bootstrap"],
+        permutations=config["aqi"]["permutations"],
+        confidence=config["aqi"]["confidence"],
+        paper="--paper --gamma {}".format(config["aqi"]["gamma"]) if config["aqi"]["paper"] else "",
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/score_aqi/{{model}}-{{variant}}.log",
+    conda:
+        ENV
+    shell:
+        "driftlib score --activations {input.activations} --prompts {input.prompts} --method {params.method} "
+        "--pca-components {params.pca} --bootstrap {params.bootstrap} --permutations {params.permutations} "
+        "--confidence {params.confidence} {params.paper} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule baseline_summary:
+    input:
+        [f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF],
+    output:
+        table=f"{RESULTS}/baseline/aqi_summary.parquet",
+        csv=report(
+            f"{RESULTS}/baseline/aqi_summary.csv",
+            caption="../report/aqi_summary.rst",
+            category="Phase 1: baseline",
+        ),
+        choice=f"{RESULTS}/baseline/baseline.json",
+        bars=report(
+            f"{RESULTS}/baseline/aqi_overall.png",
+            caption="../report/aqi_overall.rst",
+            category="Phase 1: baseline",
+        ),
+        heatmap=report(
+            f"{RESULTS}/baseline/aqi_heatmap.png",
+            caption="../report/aqi_heatmap.rst",
+            category="Phase 1: baseline",
+        ),
+    params:
+        out_dir=lambda wildcards, output: Path(output.table).parent,
+    log:
+        f"{RESULTS}/logs/baseline_summary.log",
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "driftlib summarize-baseline --tables {input} --out-dir {params.out_dir} > {log} 2>&1"
