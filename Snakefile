@@ -22,17 +22,22 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/tiny.smk"
 include: "workflow/rules/baseline.smk"
+include: "workflow/rules/vectors.smk"
+include: "workflow/rules/steering.smk"
 
 
 rule all:
     default_target: True
     input:
         rules.baseline_summary.output,
+        rules.vectors_summary.output,
+        rules.steering_summary.output,
 
 
 onsuccess:
     print(
-        "\nalignment-drift finished. Phase 1 summary: results/baseline/aqi_summary.csv"
+        "\nalignment-drift finished. Summaries: results/baseline/ (phase 1), results/vectors/ (phase 2),"
+        " results/steering/ (phase 3)"
         "\nBuild the HTML report with: snakemake --report results/report.html"
     )
 

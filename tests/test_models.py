@@ -68,6 +68,7 @@ def test_resolve_dtype() -> None:
     assert resolve_dtype("auto") == torch.float32
     if not torch.cuda.is_available():  # on a GPU the answer depends on bfloat16 support
         assert resolve_dtype("auto", "cuda") == torch.bfloat16
+    assert resolve_dtype("auto", "auto") == (torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32)
     assert resolve_dtype("float32", "cuda") == torch.float32
     assert resolve_dtype("bfloat16") == torch.bfloat16
     assert resolve_dtype("float16") == torch.float16
@@ -77,6 +78,8 @@ def test_resolve_dtype() -> None:
         resolve_dtype("float64x")
     with pytest.raises(ConfigError, match="floating"):
         resolve_dtype(torch.int64)
+    with pytest.raises(ConfigError, match="device: 'gpu0'"):
+        resolve_dtype("auto", "gpu0")
 
 
 def test_attn_defaults() -> None:

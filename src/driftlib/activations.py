@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 TRUNCATION_SIDES: tuple[str, ...] = ("left", "right")
 
+#: pooled batches kept on the device before one copy to the CPU (and the NaN/Inf check)
+_FLUSH_BATCHES = 8
+
 
 class _StopForward(Exception):
     """Raised from the deepest requested block's hook to end the forward pass there."""
@@ -168,6 +171,17 @@ def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return input_ids, mask
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a CPU tensor to ``device``; to CUDA through pinned memory without blocking the host.
+
+    A plain ``.to("cuda")`` of pageable memory waits for the stream, i.e. for the previous batch to
+    finish on the GPU, which would serialise host and device work batch after batch.
+    """
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -262,8 +276,7 @@ def extract_hidden_states(
         pooled[layer] = pool(hidden, mask_now[0], pooling, skip_first=skip_first, check=False)
 
     def run(rows: list[int]) -> torch.Tensor:
-        input_ids, mask = _left_pad([ids[row] for row in rows], pad_id)
-        input_ids, mask = input_ids.to(device), mask.to(device)
+        input_ids, mask = (_to_device(t, device) for t in _left_pad([ids[row] for row in rows], pad_id))
         kwargs: dict[str, object] = {"input_ids": input_ids, "attention_mask": mask}
         if "position_ids" in named_args:
             kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -285,10 +298,28 @@ def extract_hidden_states(
         return states
 
     out: np.ndarray | None = None
+    pending: list[tuple[list[int], torch.Tensor]] = []  # pooled batches not yet copied to the CPU
+
+    def flush() -> None:
+        """Copy the pending pooled batches to ``out`` (one device synchronisation) and check them."""
+        nonlocal out
+        if not pending:
+            return
+        rows = [row for batch_rows, _ in pending for row in batch_rows]
+        states = torch.cat([batch for _, batch in pending]).to("cpu", torch.float32).numpy()  # [b, L, d]
+        pending.clear()
+        bad = ~np.isfinite(states).all(axis=2)  # [b, L]
+        if bad.any():
+            _raise_non_finite(bad, rows, indices, name, model)
+        if out is None:
+            out = np.empty((n, len(indices), states.shape[-1]), dtype=np.float32)
+        out[rows] = states
+
     size = batch_size
     start = 0
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with (
             _block_hooks(model, indices, on_output, stop_after=deepest),
@@ -309,36 +340,35 @@ def extract_hidden_states(
                     failed = True
                 else:
                     failed = False
-                if failed:
+                if failed:  # outside the except block, so the traceback no longer pins the batch's tensors
                     _free_device_memory()
                     logger.warning("out of memory at batch size %d; retrying with %d", size, size // 2)
                     size //= 2
                     continue
-                bad = ~torch.isfinite(states).all(dim=2)  # [b, L]
-                if bool(bad.any()):
-                    _raise_non_finite(bad.cpu(), rows, indices, name, model)
-                if out is None:
-                    out = np.empty((n, len(indices), states.shape[-1]), dtype=np.float32)
-                out[rows] = states.to("cpu", torch.float32).numpy()
+                pending.append((rows, states))
+                # copy back every few batches rather than after each, so the host can queue the next
+                # batch while the device still runs this one; NaN/Inf is still caught within _FLUSH_BATCHES
+                if len(pending) >= _FLUSH_BATCHES:
+                    flush()
                 start += len(rows)
                 bar.update(len(rows))
+            flush()
     finally:
-        model.train(was_training)
+        pending.clear()
+        if was_training:
+            model.train()
     assert out is not None
     return out
 
 
-def _raise_non_finite(
-    bad: torch.Tensor, rows: list[int], indices: list[int], name: str, model: torch.nn.Module
-) -> None:
-    """Raise NumericsError for ``bad [b, L]`` (True where a pooled state holds NaN/Inf)."""
-    column = int(bad.any(dim=0).nonzero()[0])
-    layer = indices[column]
-    culprits = sorted(rows[i] for i in bad[:, column].nonzero().flatten().tolist())
-    layers_hit = [indices[c] for c in bad.any(dim=0).nonzero().flatten().tolist()]
+def _raise_non_finite(bad: np.ndarray, rows: list[int], indices: list[int], name: str, model: torch.nn.Module) -> None:
+    """Raise NumericsError for ``bad [b, L]`` (True where a pooled state holds NaN/Inf); ``rows[i]`` is row i's text."""
+    columns = np.flatnonzero(bad.any(axis=0))
+    layer = indices[int(columns[0])]
+    culprits = sorted(rows[i] for i in np.flatnonzero(bad[:, columns[0]]))
     dtype = getattr(model, "dtype", None)
     raise NumericsError(
         f"NaN/Inf in the pooled hidden states of {name} (dtype {dtype}) at layer {layer} "
-        f"(layers affected in this batch: {layers_hit}) for text rows {culprits} (indices into the texts given). "
+        f"(layers affected: {[indices[int(c)] for c in columns]}) for text rows {culprits} (indices into the texts given). "
         "This is usually an overflow in float16: load the model with dtype float32 or bfloat16."
     )

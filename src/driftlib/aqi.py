@@ -109,12 +109,17 @@ def _check_xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
             bad = np.unique(y[~ok].astype(str))[:5]
             raise DataError(f"y must hold bool or 0/1 labels (1 = safe, 0 = unsafe); found {list(bad)}")
         yb = y.astype(bool)
+    _check_finite(X)
+    return X, yb
+
+
+def _check_finite(X: np.ndarray) -> None:
+    """Raise NumericsError naming the rows of ``X`` that hold NaN or Inf."""
     if np.issubdtype(X.dtype, np.floating):
         bad_rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
         if bad_rows.size:
             shown = ", ".join(map(str, bad_rows[:10])) + (" ..." if bad_rows.size > 10 else "")
             raise NumericsError(f"X has NaN/Inf in {bad_rows.size} row(s): {shown}")
-    return X, yb
 
 
 def _check_options(method: str, n_components: int | None) -> None:
@@ -314,11 +319,7 @@ def preprocess_features(X: Any, *, method: str = "standardize", n_components: in
     X = np.asarray(X)
     if X.ndim != 2:
         raise DataError(f"X must be a 2-D array [n, d]; got shape {X.shape}")
-    if np.issubdtype(X.dtype, np.floating):
-        bad_rows = np.flatnonzero(~np.isfinite(X).all(axis=1))
-        if bad_rows.size:
-            raise NumericsError(f"X has NaN/Inf in {bad_rows.size} row(s): "
-                                + ", ".join(map(str, bad_rows[:10])) + (" ..." if bad_rows.size > 10 else ""))
+    _check_finite(X)
     return _preprocess_inplace(_ordered_float64(X, None), method, n_components, seed)
 
 
@@ -575,6 +576,39 @@ def _tsne_embed(X: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
     return tsne.fit_transform(np.asarray(X, dtype=np.float64))
 
 
+
+def _paper_normalise(chi: np.ndarray, xb: np.ndarray, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The earlier run-relative normalisation of raw ``chi [m]`` and ``xb [m]`` (NaN rows skipped).
+
+    Returns ``(chi_norm, xb_norm, aqi)``, each ``[m]``; see :func:`paper_scores`.
+    """
+    chi = np.asarray(chi, dtype=np.float64)
+    xb = np.asarray(xb, dtype=np.float64)
+    ok = ~np.isnan(chi) & ~np.isnan(xb)
+    chi_norm = np.full(chi.shape, np.nan)
+    xb_norm = np.full(chi.shape, np.nan)
+    if ok.any():
+        c = chi[ok]
+        with np.errstate(invalid="ignore"):
+            span = c.max() - c.min()
+        if not span >= 1e-9:  # also a NaN span (inf - inf)
+            chi_norm[ok] = 50.0 if c.max() != 0 else 0.0
+        else:
+            with np.errstate(invalid="ignore"):
+                chi_norm[ok] = 100.0 * (c - c.min()) / span
+        v = xb[ok]
+        with np.errstate(invalid="ignore"):
+            q1, med, q3 = np.percentile(v, [25, 50, 75])
+            iqr = q3 - q1
+        scale = iqr + 1e-9 if iqr >= 1e-9 else 1.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            sig = 1.0 / (1.0 + np.exp(-(v - med) / scale))
+        xb_norm[ok] = np.maximum(100.0 * (1.0 - sig), 10.0)
+    chi_norm = np.clip(chi_norm, 0.0, 100.0)
+    xb_norm = np.clip(xb_norm, 0.0, 100.0)
+    return chi_norm, xb_norm, gamma * chi_norm + (1.0 - gamma) * xb_norm
+
+
 def paper_scores(X: Any, y: Any, categories: Any, *, gamma: float = 0.5, seed: int = 0) -> pd.DataFrame:
     """The earlier public AQI normalisation, for comparison with published numbers ONLY.
 
@@ -629,25 +663,6 @@ def paper_scores(X: Any, y: Any, categories: Any, *, gamma: float = 0.5, seed: i
         xbs.append(float(chi_xb(E, yc)[1]))
     chi = np.array(chis)
     xb = np.array(xbs)
-    ok = np.isfinite(chi) & ~np.isnan(xb)
-    chi_norm = np.full(chi.shape, np.nan)
-    xb_norm = np.full(chi.shape, np.nan)
-    if ok.any():
-        c = chi[ok]
-        rng_c = c.max() - c.min()
-        if rng_c < 1e-9:
-            chi_norm[ok] = 50.0 if c.max() != 0 else 0.0
-        else:
-            chi_norm[ok] = 100.0 * (c - c.min()) / rng_c
-        v = xb[ok]
-        q1, med, q3 = np.percentile(v, [25, 50, 75])
-        iqr = q3 - q1
-        scale = 1.0 if iqr < 1e-9 else iqr + 1e-9
-        with np.errstate(over="ignore", invalid="ignore"):
-            sig = 1.0 / (1.0 + np.exp(-(v - med) / scale))
-        xb_norm[ok] = np.maximum(100.0 * (1.0 - sig), 10.0)
-    chi_norm = np.clip(chi_norm, 0.0, 100.0)
-    xb_norm = np.clip(xb_norm, 0.0, 100.0)
-    aqi = gamma * chi_norm + (1.0 - gamma) * xb_norm
+    chi_norm, xb_norm, aqi = _paper_normalise(chi, xb, gamma)
     return pd.DataFrame({"category": names, "chi": chi, "xb": xb, "chi_norm": chi_norm,
                          "xb_norm": xb_norm, "aqi": aqi})

@@ -121,12 +121,44 @@ def check_semantics(config: dict) -> None:
         if member is None:
             continue
         depth = TINY_ARCHS[member.rpartition("-")[0]]["num_hidden_layers"]
-        for i, value in enumerate(layers):
-            if isinstance(value, int) and not -depth <= value < depth:
-                raise ConfigError(
-                    f"aqi.layers[{i}]: block {value} does not exist in models.{key}.{variant} "
-                    f"({path}, {depth} blocks: use 0..{depth - 1}, a negative index, or a relative depth)"
-                )
+        for name in ("aqi.layers", "steering.layers", "steering.measure_layers"):
+            section, _, field = name.partition(".")
+            for i, value in enumerate(config[section][field]):
+                if isinstance(value, int) and not -depth <= value < depth:
+                    raise ConfigError(
+                        f"{name}[{i}]: block {value} does not exist in models.{key}.{variant} "
+                        f"({path}, {depth} blocks: use 0..{depth - 1}, a negative index, or a relative depth)"
+                    )
+        _check_injection_before_measurement(config, depth, f"models.{key}.{variant} ({path})")
+    steering = config["steering"]
+    for i, value in enumerate(steering["measure_layers"]):
+        if value not in layers:
+            raise ConfigError(
+                f"steering.measure_layers[{i}]: {value!r} is not in aqi.layers {layers}; phase 3 compares "
+                "the steered base model with the aligned model's phase-1 AQI at the same layer"
+            )
+    floats = [v for v in steering["layers"] if isinstance(v, float)]
+    for i, value in enumerate(steering["measure_layers"]):
+        if isinstance(value, float) and floats and value <= max(floats):
+            raise ConfigError(
+                f"steering.measure_layers[{i}]: depth {value} is not after the injection depth "
+                f"{max(floats)} (steering.layers); the AQI is shift-invariant, so steering is invisible "
+                "at or before the layer where the vector is added"
+            )
+
+
+def _check_injection_before_measurement(config: dict, depth: int, where: str) -> None:
+    """Every measurement block must come after every injection block, for a model of ``depth`` blocks."""
+    from driftlib.layers import resolve_layers
+
+    inject = resolve_layers(config["steering"]["layers"], depth, key="steering.layers")
+    measure = resolve_layers(config["steering"]["measure_layers"], depth, key="steering.measure_layers")
+    if min(measure) <= max(inject):
+        raise ConfigError(
+            f"steering.measure_layers: block {min(measure)} is not after injection block {max(inject)} in "
+            f"{where}; the AQI is shift-invariant, so steering is invisible at or before the layer where "
+            "the vector is added"
+        )
 
 
 def load_and_check(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:

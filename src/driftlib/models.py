@@ -85,7 +85,15 @@ def resolve_dtype(spec: str | torch.dtype = "auto", device: str | torch.device |
         raise ConfigError(f"dtype: {spec!r}; use auto, float32, bfloat16 or float16")
     key = spec.strip().lower().removeprefix("torch.")
     if key == "auto":
-        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if device is None:
+            dev = torch.device("cpu")
+        elif isinstance(device, str) and device.strip().lower() == "auto":
+            dev = resolve_device("auto")
+        else:
+            try:
+                dev = torch.device(device)
+            except (RuntimeError, TypeError) as exc:
+                raise ConfigError(f"device: {device!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from exc
         if dev.type == "cuda":
             if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
                 logger.warning("this GPU does not support bfloat16; dtype auto falls back to float32")

@@ -29,12 +29,10 @@ import json
 import logging
 import math
 import os
-import random
 import re
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
@@ -43,7 +41,7 @@ from typing import Any
 import torch
 
 from driftlib import __version__
-from driftlib.errors import ConfigError, DataError, ModelError
+from driftlib.errors import ConfigError, DataError, ModelError, NumericsError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +76,7 @@ _HEAD_DIM = 16
 TINY_ARCHS: dict[str, dict[str, Any]] = {
     "llama": {
         "config_class": "LlamaConfig",
-        "hidden_size": 48, "num_hidden_layers": 4, "num_attention_heads": 3,
+        "hidden_size": 48, "num_hidden_layers": 6, "num_attention_heads": 3,
         "num_key_value_heads": 3, "head_dim": _HEAD_DIM, "intermediate_size": 128,
         "tie_word_embeddings": False,
     },
@@ -91,22 +89,22 @@ TINY_ARCHS: dict[str, dict[str, Any]] = {
     "qwen2": {
         "config_class": "Qwen2Config",
         "hidden_size": 80, "num_hidden_layers": 5, "num_attention_heads": 5,
-        "num_key_value_heads": 1, "intermediate_size": 192,
+        "num_key_value_heads": 1, "intermediate_size": 160,
         "use_sliding_window": False, "tie_word_embeddings": True,
     },
     "phi3": {
         # Phi-3 derives head_dim from hidden_size / num_attention_heads (96 / 6 = 16)
         "config_class": "Phi3Config",
-        "hidden_size": 96, "num_hidden_layers": 4, "num_attention_heads": 6,
-        "num_key_value_heads": 6, "intermediate_size": 224,
+        "hidden_size": 96, "num_hidden_layers": 3, "num_attention_heads": 6,
+        "num_key_value_heads": 6, "intermediate_size": 192,
         "original_max_position_embeddings": 512, "tie_word_embeddings": False,
     },
     "gemma2": {
         # eager attention (softcapping); sliding_window below max_position_embeddings so the
         # alternating sliding/full layers stay meaningful; query scale 1/sqrt(head_dim)
         "config_class": "Gemma2Config",
-        "hidden_size": 112, "num_hidden_layers": 6, "num_attention_heads": 7,
-        "num_key_value_heads": 7, "head_dim": _HEAD_DIM, "intermediate_size": 256,
+        "hidden_size": 112, "num_hidden_layers": 4, "num_attention_heads": 7,
+        "num_key_value_heads": 7, "head_dim": _HEAD_DIM, "intermediate_size": 192,
         "query_pre_attn_scalar": _HEAD_DIM, "sliding_window": 128,
         "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0,
         "tie_word_embeddings": True,
@@ -128,7 +126,8 @@ def _read_data_text(name: str) -> str:
     try:
         return ref.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise DataError(f"bundled data file driftlib/data/{name} is missing; reinstall driftlib") from exc
+        raise DataError(f"bundled data file driftlib/data/{name} is missing; "
+                        "reinstall driftlib") from exc
 
 
 def _read_jsonl(name: str) -> list[dict[str, Any]]:
@@ -252,20 +251,24 @@ def train_tokenizer(out_dir: str | os.PathLike, *, vocab_size: int = 2048, seed:
     Trained on ``corpus.txt``, the preference-pair transcripts (chosen and rejected) and the
     LITMUS prompt texts. Special tokens (ids 0-6): :data:`SPECIAL_TOKENS`. The saved tokenizer
     adds ``<|bos|>`` in front of every encoding, pads on the left, and carries
-    :data:`CHAT_TEMPLATE`. ``seed`` fixes the order of the training texts; the result is
-    deterministic for a seed. Returns ``out_dir``.
+    :data:`CHAT_TEMPLATE`. Returns ``out_dir``.
+
+    Deterministic: BPE training counts byte pairs, so the result depends only on the bundled
+    data and ``vocab_size`` (checked across processes), not on the text order. ``seed`` is
+    accepted so that every builder has the same signature; it does not change the result.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
-        raise ConfigError(f"tiny.vocab_size must be > {256 + len(SPECIAL_TOKENS)}, got {vocab_size}")
+        raise ConfigError(f"tiny.vocab_size must be > {256 + len(SPECIAL_TOKENS)}, "
+                          f"got {vocab_size}")
     texts = corpus_paragraphs()
     for row in bundled_pairs():
         texts.extend((row["chosen"], row["rejected"]))
     texts.extend(bundled_prompts())
     texts = list(dict.fromkeys(texts))  # drop exact duplicates, keep first-seen order
-    random.Random(seed).shuffle(texts)
+    del seed  # see the docstring: BPE training does not depend on it
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -361,10 +364,15 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``target``; swap it in for ``target`` on success."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a model folder should not be
     try:
         yield tmp
         if target.exists():
-            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            # rename(2) may replace an empty directory: move the old build aside, then swap
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old",
+                                        dir=target.parent))
             os.replace(target, old)
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -376,12 +384,12 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def _deterministic_torch(seed: int) -> Iterator[None]:
+def _deterministic_torch(seed: int, threads: int) -> Iterator[None]:
     """Seed torch, fix the CPU thread count and use deterministic kernels; restore afterwards."""
     threads = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
     det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.manual_seed(seed)
     try:
@@ -447,7 +455,7 @@ def _token_stream(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
     """Concatenate the texts' token ids, each text followed by EOS (no BOS: added per window)."""
     ids: list[int] = []
     eos = tokenizer.eos_token_id
-    for encoded in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+    for encoded in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
         ids.extend(encoded)
         ids.append(eos)
     return torch.tensor(ids, dtype=torch.long)
@@ -462,7 +470,7 @@ def unigram_entropy(ids: torch.Tensor) -> float:
 
 def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                steps: int = 200, batch_size: int = 16, seq_len: int = 64, lr: float = 3e-3,
-               seed: int = 0, progress: bool = True) -> dict[str, Any]:
+               seed: int = 0, threads: int = 1, progress: bool = True) -> dict[str, Any]:
     """Train tiny ``arch`` from random init on the bundled corpus and save it to ``out_dir``.
 
     Each training row is ``<|bos|>`` followed by ``seq_len - 1`` tokens of the corpus stream
@@ -470,8 +478,13 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
     chat template), taken at seeded random offsets. AdamW with warm-up and cosine decay, gradient
     clipping at 1. Saves the model (safetensors), the tokenizer and ``driftlib_tiny.json``; returns
     that record (arch, seed, steps, loss_curve, final_loss, unigram_entropy, n_params, seconds...).
+
+    ``threads`` is the torch CPU thread count during the build (restored afterwards). One thread
+    is the default: these models are too small to gain much from more, a second thread makes a
+    build several times slower when the cores are shared (parallel Snakemake jobs), and the
+    saved weights are bit-identical only for the same thread count.
     """
-    _validate_steps(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr)
+    _validate_steps(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, threads=threads)
     if arch not in TINY_ARCHS:
         raise ConfigError(f"tiny arch '{arch}' is unknown; choose one of {sorted(TINY_ARCHS)}")
     if seq_len > MAX_POSITIONS:
@@ -482,7 +495,7 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
     span = seq_len - 1
     if len(stream) <= span:
         raise DataError(f"the corpus has only {len(stream)} tokens; need more than {span}")
-    with _deterministic_torch(seed):
+    with _deterministic_torch(seed, threads):
         model = _new_model(arch, tokenizer)
         model.train()
         gen = torch.Generator().manual_seed(seed)
@@ -500,9 +513,8 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
             labels[:, 0] = -100
             loss = model(input_ids=input_ids, labels=labels).loss
             if not torch.isfinite(loss):
-                from driftlib.errors import NumericsError
-
-                raise NumericsError(f"tiny {arch} base: loss is {loss.item()} at step {len(losses)}")
+                raise NumericsError(f"tiny {arch} base: loss is {loss.item()} at step "
+                                    f"{len(losses)}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -515,7 +527,7 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
         n_params = _n_params(model)
         record = {
             "kind": "base", "arch": arch, "seed": seed, "steps": steps, "batch_size": batch_size,
-            "seq_len": seq_len, "lr": lr, "loss_curve": losses,
+            "seq_len": seq_len, "lr": lr, "threads": threads, "loss_curve": losses,
             "final_loss": _tail_mean(losses), "unigram_entropy": round(unigram_entropy(stream), 5),
             "n_train_tokens": int(len(stream)), "n_params": n_params,
             "hidden_size": int(model.config.hidden_size),
@@ -549,7 +561,7 @@ def _versions() -> dict[str, str]:
 
 
 def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
-                max_len: int = 128) -> tuple[list[int], list[int]]:
+                max_len: int = 96) -> tuple[list[int], list[int]]:
     """Token ids of a chat rendered by the tokenizer's template, and labels for assistant tokens.
 
     Labels equal the ids on each assistant message's content and its ``<|end|>`` token and are
@@ -566,7 +578,7 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
         begin += len("<|assistant|>")
         end = len(tokenizer.apply_chat_template(list(messages[: i + 1]), tokenize=False))
         spans.append((begin, end))
-    enc = tokenizer(text, return_offsets_mapping=True)
+    enc = tokenizer(text, return_offsets_mapping=True, verbose=False)
     ids: list[int] = enc["input_ids"]
     labels = [-100] * len(ids)
     for k, (a, b) in enumerate(enc["offset_mapping"]):
@@ -578,7 +590,8 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
     return ids, labels
 
 
-def _encode_pairs(tokenizer: Any, chosen: Sequence[str], max_len: int) -> list[tuple[list[int], list[int]]]:
+def _encode_pairs(tokenizer: Any, chosen: Sequence[str],
+                  max_len: int) -> list[tuple[list[int], list[int]]]:
     rows = []
     for i, transcript in enumerate(chosen):
         try:
@@ -619,21 +632,22 @@ def _batches(n: int, batch_size: int, steps: int, gen: torch.Generator) -> Itera
 
 def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pairs: Any = None,
                   steps: int = 100, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-                  max_len: int = 128, progress: bool = True) -> dict[str, Any]:
+                  max_len: int = 96, threads: int = 1, progress: bool = True) -> dict[str, Any]:
     """Fine-tune the tiny base model in ``base_dir`` toward the chosen answers of preference pairs.
 
     ``pairs``: None for the bundled ``preference_pairs.jsonl``, or a DataFrame (or list of dicts)
     with a ``chosen`` column of hh-rlhf transcripts. Each transcript is rendered through the chat
     template (Human -> user, Assistant -> assistant) and the loss is taken on assistant tokens
-    only (:func:`encode_chat`). Saves like :func:`build_base`; returns the record.
+    only (:func:`encode_chat`); transcripts longer than ``max_len`` tokens lose their beginning.
+    Saves like :func:`build_base`; returns the record.
     """
-    _validate_steps(steps=steps, batch_size=batch_size, lr=lr, max_len=max_len)
+    _validate_steps(steps=steps, batch_size=batch_size, lr=lr, max_len=max_len, threads=threads)
     start = time.perf_counter()
     base_record = read_record(base_dir)
     model, tokenizer = load_tiny(base_dir)
     rows = _encode_pairs(tokenizer, _pairs_chosen(pairs), max_len)
     arch = base_record.get("arch", model.config.model_type)
-    with _deterministic_torch(seed):
+    with _deterministic_torch(seed, threads):
         model.train()
         gen = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
@@ -646,8 +660,6 @@ def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pa
             batch = _collate([rows[i] for i in batch_idx], tokenizer.pad_token_id)
             loss = model(**batch).loss
             if not torch.isfinite(loss):
-                from driftlib.errors import NumericsError
-
                 raise NumericsError(f"tiny {arch} aligned: loss is {loss.item()} at step "
                                     f"{len(losses)}")
             optimizer.zero_grad(set_to_none=True)
@@ -662,7 +674,8 @@ def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pa
         record = {
             "kind": "aligned", "arch": arch, "base_dir": str(base_dir),
             "base_seed": base_record.get("seed"), "seed": seed, "steps": steps,
-            "batch_size": batch_size, "lr": lr, "max_len": max_len, "n_pairs": len(rows),
+            "batch_size": batch_size, "lr": lr, "max_len": max_len, "threads": threads,
+            "n_pairs": len(rows),
             "loss_curve": losses, "final_loss": _tail_mean(losses), "n_params": _n_params(model),
             "hidden_size": int(model.config.hidden_size),
             "num_hidden_layers": int(model.config.num_hidden_layers),
@@ -679,8 +692,8 @@ def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pa
 
 
 @torch.no_grad()
-def chosen_loss(model_dir: str | os.PathLike, pairs: Any = None, *, max_len: int = 128,
-                batch_size: int = 16) -> float:
+def chosen_loss(model_dir: str | os.PathLike, pairs: Any = None, *, max_len: int = 96,
+                batch_size: int = 16, threads: int = 1) -> float:
     """Mean cross-entropy (nats/token) of a tiny model on the assistant tokens of chosen answers.
 
     Same encoding as :func:`build_aligned`, so the aligned model's value can be compared with its
@@ -690,15 +703,17 @@ def chosen_loss(model_dir: str | os.PathLike, pairs: Any = None, *, max_len: int
     model.eval()
     rows = _encode_pairs(tokenizer, _pairs_chosen(pairs), max_len)
     total, count = 0.0, 0
-    for i in range(0, len(rows), batch_size):
-        batch = _collate(rows[i: i + batch_size], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        labels = batch["labels"][:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
-            reduction="sum")
-        total += float(nll)
-        count += int((labels != -100).sum())
+    with _deterministic_torch(0, threads):
+        for i in range(0, len(rows), batch_size):
+            batch = _collate(rows[i: i + batch_size], tokenizer.pad_token_id)
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits
+            labels = batch["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100,
+                reduction="sum")
+            total += float(nll)
+            count += int((labels != -100).sum())
     return total / count
 
 
@@ -708,7 +723,7 @@ def chosen_loss(model_dir: str | os.PathLike, pairs: Any = None, *, max_len: int
 
 def build_family(out_dir: str | os.PathLike, *, archs: Sequence[str] | None = None,
                  vocab_size: int = 2048, base_steps: int = 200, aligned_steps: int = 100,
-                 seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                 seed: int = 0, threads: int = 1, progress: bool = True) -> dict[str, Any]:
     """Build the tokenizer and a base and an aligned model per arch under ``out_dir``.
 
     Layout: ``tokenizer/``, ``{arch}-base/``, ``{arch}-aligned/``. Returns
@@ -724,9 +739,10 @@ def build_family(out_dir: str | os.PathLike, *, archs: Sequence[str] | None = No
     models: dict[str, dict[str, Any]] = {}
     for arch in archs:
         base = build_base(arch, tok_dir, root / f"{arch}-base", steps=base_steps, seed=seed,
-                          progress=progress)
+                          threads=threads, progress=progress)
         aligned = build_aligned(root / f"{arch}-base", root / f"{arch}-aligned",
-                                steps=aligned_steps, seed=seed, progress=progress)
+                                steps=aligned_steps, seed=seed, threads=threads,
+                                progress=progress)
         models[arch] = {"base": base, "aligned": aligned}
     return {"tokenizer": str(tok_dir), "models": models,
             "seconds": round(time.perf_counter() - start, 2)}

@@ -35,22 +35,30 @@ def model_path(key, variant):
     return f"{RESULTS}/models/tiny/{member}" if member else path
 
 
-def model_inputs(wildcards):
+def tiny_inputs(key, variant):
     """The tiny-family folder a variant needs built first (none for hub ids and local folders)."""
-    member = tiny_member(config["models"][wildcards.model][wildcards.variant])
+    member = tiny_member(config["models"][key][variant])
     return [f"{RESULTS}/models/tiny/{member}"] if member else []
 
 
-def model_options(wildcards):
+def load_options(key, variant):
     """Command-line options that load a model variant as the config says."""
-    entry = config["models"][wildcards.model]
-    opts = ["--model", model_path(wildcards.model, wildcards.variant)]
+    entry = config["models"][key]
+    opts = ["--model", model_path(key, variant)]
     opts += ["--dtype", entry.get("dtype") or config["dtype"], "--device", config["device"]]
     if entry.get("revision"):
         opts += ["--revision", entry["revision"]]
     if entry.get("trust_remote_code"):
         opts.append("--trust-remote-code")
     return " ".join(shlex.quote(str(o)) for o in opts)
+
+
+def model_inputs(wildcards):
+    return tiny_inputs(wildcards.model, wildcards.variant)
+
+
+def model_options(wildcards):
+    return load_options(wildcards.model, wildcards.variant)
 
 
 def local_file(path):
@@ -60,3 +68,37 @@ def local_file(path):
 
 def layer_args(layers):
     return " ".join(str(x) for x in layers)
+
+
+# --- phase 2 ---------------------------------------------------------------------------
+
+
+def pair_states(wildcards):
+    """The pair states a model's vectors need: aligned always, base where the model has one."""
+    variants = ["aligned"] + (["base"] if config["models"][wildcards.model].get("base") else [])
+    return {
+        f"{v}_{side}": f"{RESULTS}/activations/{wildcards.model}/{v}/pairs_{side}.safetensors"
+        for v in variants
+        for side in ("chosen", "rejected")
+    }
+
+
+def base_pair_args(wildcards, input):
+    if "base_chosen" not in input.keys():
+        return ""
+    return f"--base-chosen {input.base_chosen} --base-rejected {input.base_rejected}"
+
+
+# --- phase 3 ---------------------------------------------------------------------------
+
+#: models with a base variant: phase 3 steers their base model with their own vector
+STEERED = [m for m in MODEL_KEYS if config["models"][m].get("base")]
+STEER = config["steering"]
+
+
+def base_model_options(wildcards):
+    return load_options(wildcards.model, "base")
+
+
+def base_model_inputs(wildcards):
+    return tiny_inputs(wildcards.model, "base")

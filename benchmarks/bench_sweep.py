@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Benchmark: a lambda sweep with a cached prefix against one full steered extraction per lambda.
+
+Both sides read the same texts, measurement block, batch size and ``max_length``:
+
+- independent: for each lambda, :func:`driftlib.activations.extract_hidden_states` under
+  :func:`driftlib.steering.steer` (tokenising, sorting, every block up to the measurement block);
+- sweep: :func:`driftlib.sweep.sweep_hidden_states` (blocks below the first injection block run
+  once per batch, the rest once per lambda, see :mod:`driftlib.sweep`).
+
+Setting: a model of SmolLM2-135M's shape with random weights (30 blocks, hidden 576, no download),
+5 lambdas (0, .25, .5, .75, 1), injection in the last quarter of the blocks (22..28, random
+directions with a norm of half the mean pooled state at that block), measurement at the last block
+(29), mean pooling. Texts: chosen and rejected transcripts of the first hh-rlhf harmless-base test
+pairs, tokenised by a byte-level BPE trained here on that file. Prints the time ratio (target
+<= 0.55), the largest difference of the pooled states, and (when :mod:`driftlib.aqi` has
+``alignment_quality``) the largest difference of the AQIs computed on random safe/unsafe labels.
+
+    python benchmarks/bench_sweep.py                          # CPU, float32, 128 texts
+    python benchmarks/bench_sweep.py --device cuda --dtype bfloat16 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+
+from driftlib.activations import extract_hidden_states  # noqa: E402
+from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
+from driftlib.steering import steer  # noqa: E402
+from driftlib.sweep import sweep_hidden_states  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
+LAMBDAS = [0.0, 0.25, 0.5, 0.75, 1.0]
+SMOL = transformers.LlamaConfig(
+    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
+    tie_word_embeddings=True, rope_theta=100000.0, rms_norm_eps=1e-5,
+)
+
+
+def read_pairs(path: Path) -> list[dict[str, str]]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def train_tokenizer(pairs: list[dict[str, str]], vocab_size: int) -> transformers.PreTrainedTokenizerFast:
+    """A byte-level BPE trained on every transcript; puts ``<|endoftext|>`` in front; pads with it."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator([text for pair in pairs for text in (pair["chosen"], pair["rejected"])], trainer)
+    bos = tok.token_to_id("<|endoftext|>")
+    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[float, float, np.ndarray]:
+    """Wall seconds, this process's CPU seconds (all threads) and the result of ``fn()``."""
+    sync(device)
+    start, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - start, time.process_time() - cpu, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or auto (default float32)")
+    parser.add_argument("--n-texts", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs of each variant, interleaved (median reported)")
+    parser.add_argument("--tokenizer-vocab", type=int, default=16384)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    transformers.logging.set_verbosity_error()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+
+    pairs = read_pairs(DATA)
+    texts = [text for pair in pairs[: (args.n_texts + 1) // 2] for text in (pair["chosen"], pair["rejected"])][: args.n_texts]
+    tokenizer = train_tokenizer(pairs, args.tokenizer_vocab)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(SMOL, dtype=dtype).to(device).eval()
+    n_blocks = SMOL.num_hidden_layers
+    measure = [n_blocks - 1]
+    injection = list(range(int(0.75 * n_blocks), n_blocks - 1))  # 22..28: the last quarter, before the measurement block
+    common = dict(pooling="mean", batch_size=args.batch_size, max_length=args.max_length, progress=False)
+
+    # vectors: random directions, norm = half the mean norm of the pooled state at that block
+    scale = extract_hidden_states(model, tokenizer, texts[: args.batch_size], injection, **common)
+    rng = np.random.default_rng(0)
+    vectors = {}
+    for column, layer in enumerate(injection):
+        direction = rng.standard_normal(SMOL.hidden_size)
+        norm = 0.5 * float(np.linalg.norm(scale[:, column], axis=1).mean())
+        vectors[layer] = (norm * direction / np.linalg.norm(direction)).astype(np.float32)
+
+    def independent() -> np.ndarray:
+        runs = []
+        for lam in LAMBDAS:
+            with steer(model, vectors, lam):
+                runs.append(extract_hidden_states(model, tokenizer, texts, measure, **common))
+        return np.stack(runs)
+
+    def sweep() -> np.ndarray:
+        return sweep_hidden_states(model, tokenizer, texts, vectors, LAMBDAS, measure, **common)
+
+    # warm-up (allocator, kernels) on one batch
+    sweep_hidden_states(model, tokenizer, texts[: args.batch_size], vectors, LAMBDAS[:2], measure, **common)
+
+    times: dict[str, list[float]] = {"independent": [], "sweep": []}
+    cpu_times: dict[str, list[float]] = {"independent": [], "sweep": []}
+    results: dict[str, np.ndarray] = {}
+    for _ in range(args.repeats):  # interleaved, so a load spike from other processes hits both alike
+        for name, fn in (("independent", independent), ("sweep", sweep)):
+            seconds, cpu_seconds, results[name] = timed(fn, device)
+            times[name].append(seconds)
+            cpu_times[name].append(cpu_seconds)
+
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]]
+    first, deepest, n_lam = injection[0], measure[-1], len(LAMBDAS)
+    block_ratio = (first + n_lam * (deepest - first + 1)) / (n_lam * (deepest + 1))
+    ind, swp = statistics.median(times["independent"]), statistics.median(times["sweep"])
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device} {str(dtype).removeprefix('torch.')}, "
+          f"{torch.get_num_threads()} CPU threads, load average {os.getloadavg()[0]:.2f} at end")
+    if device.type == "cuda":
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
+    print(f"model: SmolLM2-135M shape, random weights, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params")
+    print(f"{len(texts)} texts, {sum(lengths)} tokens ({min(lengths)}-{max(lengths)} per text), batch {args.batch_size}, "
+          f"max_length {args.max_length}; lambdas {LAMBDAS}; injection blocks {injection[0]}..{injection[-1]}, measurement block {deepest}")
+    print(f"independent ({n_lam} x extract under steer): median {ind:8.3f} s  [{', '.join(f'{t:.3f}' for t in times['independent'])}]")
+    print(f"sweep (cached prefix):                 median {swp:8.3f} s  [{', '.join(f'{t:.3f}' for t in times['sweep'])}]")
+    ratio = swp / ind
+    print(f"time ratio sweep / independent: {ratio:.3f} (target <= 0.55: {'meets' if ratio <= 0.55 else 'MISSES'}); "
+          f"block-count ratio {block_ratio:.3f}")
+    if device.type == "cpu":  # CPU seconds of this process: less sensitive to other processes' load than wall time
+        cpu_ratio = statistics.median(cpu_times["sweep"]) / statistics.median(cpu_times["independent"])
+        print(f"process CPU-time ratio: {cpu_ratio:.3f} (independent {statistics.median(cpu_times['independent']):.1f} s, "
+              f"sweep {statistics.median(cpu_times['sweep']):.1f} s)")
+
+    a, b = results["sweep"], results["independent"]
+    diff = float(np.abs(a - b).max())
+    print(f"pooled states: max |sweep - independent| = {diff:.3e} (max |state| {float(np.abs(b).max()):.3e}); "
+          f"max |lambda 1 - lambda 0| = {float(np.abs(b[-1] - b[0]).max()):.3e}")
+    try:
+        from driftlib.aqi import alignment_quality
+    except ImportError:
+        print("driftlib.aqi.alignment_quality not found: AQI comparison skipped")
+        return
+    labels = np.random.default_rng(1).permutation(np.arange(len(texts)) % 2)
+    deltas, pairs_aqi = [], []
+    for j in range(n_lam):
+        q_sweep = alignment_quality(a[j, :, 0], labels, n_boot=0, n_perm=0).aqi
+        q_ind = alignment_quality(b[j, :, 0], labels, n_boot=0, n_perm=0).aqi
+        deltas.append(abs(q_sweep - q_ind))
+        pairs_aqi.append((q_sweep, q_ind))
+    print("AQI on random labels per lambda (sweep, independent): " + ", ".join(f"({s:.4f}, {i:.4f})" for s, i in pairs_aqi))
+    print(f"AQI: max |sweep - independent| = {max(deltas):.3e}")
+
+
+if __name__ == "__main__":
+    main()

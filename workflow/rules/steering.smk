@@ -1,0 +1,127 @@
+# Phase 3: does h + lambda * v move each base model toward its aligned model? A lambda sweep with
+# the model's own vector and a random control, the AQI along it, and what steering costs.
+
+rule sweep_same_arch:
+    input:
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
+        model=base_model_inputs,
+    output:
+        f"{RESULTS}/steering/{{model}}/sweep.safetensors",
+    params:
+        model=base_model_options,
+        inject=layer_args(STEER["layers"]),
+        measure=layer_args(STEER["measure_layers"]),
+        lambdas=layer_args(STEER["lambdas"]),
+        preserve="--preserve-norm" if STEER["preserve_norm"] else "",
+        pooling=config["extraction"]["pooling"],
+        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        batch_size=config["extraction"]["batch_size"],
+        max_length=config["extraction"]["max_length"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/sweep_same_arch/{{model}}.log",
+    threads: 4
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "driftlib sweep {params.model} --name {wildcards.model} --vectors {input.vectors} "
+        "--inject {params.inject} --measure {params.measure} --lambdas {params.lambdas} {params.preserve} "
+        "--texts {input.prompts} --pooling {params.pooling} {params.skip_first} --batch-size {params.batch_size} "
+        "--max-length {params.max_length} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule score_sweep:
+    input:
+        sweep=f"{RESULTS}/steering/{{model}}/sweep.safetensors",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+    output:
+        f"{RESULTS}/steering/{{model}}/sweep_aqi.parquet",
+    params:
+        method=config["aqi"]["method"],
+        pca=config["aqi"]["pca_components"],
+        bootstrap=config["aqi"]["bootstrap"],
+        permutations=config["aqi"]["permutations"],
+        confidence=config["aqi"]["confidence"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/score_sweep/{{model}}.log",
+    conda:
+        ENV
+    shell:
+        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} --method {params.method} "
+        "--pca-components {params.pca} --bootstrap {params.bootstrap} --permutations {params.permutations} "
+        "--confidence {params.confidence} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule capability_cost:
+    input:
+        vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
+        neutral=local_file(STEER["cost"]["neutral"]),
+        model=base_model_inputs,
+    output:
+        f"{RESULTS}/steering/{{model}}/cost.parquet",
+    params:
+        model=base_model_options,
+        inject=layer_args(STEER["layers"]),
+        lambdas=layer_args(STEER["lambdas"]),
+        neutral=STEER["cost"]["neutral"],
+        n_texts=STEER["cost"]["n_texts"],
+        n_prompts=STEER["cost"]["n_prompts"],
+        max_new_tokens=STEER["cost"]["max_new_tokens"],
+        batch_size=config["extraction"]["batch_size"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/capability_cost/{{model}}.log",
+    threads: 4
+    resources:
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "driftlib cost {params.model} --name {wildcards.model} --vectors {input.vectors} --inject {params.inject} "
+        "--lambdas {params.lambdas} --neutral {params.neutral:q} --n-texts {params.n_texts} "
+        "--n-prompts {params.n_prompts} --max-new-tokens {params.max_new_tokens} --batch-size {params.batch_size} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule steering_summary:
+    input:
+        sweeps=[f"{RESULTS}/steering/{m}/sweep_aqi.parquet" for m in STEERED],
+        costs=[f"{RESULTS}/steering/{m}/cost.parquet" for m in STEERED],
+        baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
+    output:
+        table=f"{RESULTS}/steering/steering_summary.parquet",
+        csv=report(
+            f"{RESULTS}/steering/steering_summary.csv",
+            caption="../report/steering_summary.rst",
+            category="Phase 3: same-architecture steering",
+        ),
+        best=f"{RESULTS}/steering/best_lambda.json",
+        curves=report(
+            expand(f"{RESULTS}/steering/{{model}}_curve.png", model=STEERED),
+            caption="../report/steering_curve.rst",
+            category="Phase 3: same-architecture steering",
+        ),
+        axioms=report(
+            expand(f"{RESULTS}/steering/{{model}}_axioms.png", model=STEERED),
+            caption="../report/steering_axioms.rst",
+            category="Phase 3: same-architecture steering",
+        ),
+    params:
+        out_dir=lambda wildcards, output: Path(output.table).parent,
+        max_kl=STEER["cost"]["max_kl"],
+        max_repetition=STEER["cost"]["max_repetition"],
+        confidence=config["aqi"]["confidence"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/steering_summary.log",
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "driftlib summarize-steering --sweeps {input.sweeps} --costs {input.costs} --baseline-summary {input.baseline} "
+        "--max-kl {params.max_kl} --max-repetition {params.max_repetition} --confidence {params.confidence} "
+        "--seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
