@@ -65,3 +65,10 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("models: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_lambda_grid_needs_zero(default):
+    config = copy.deepcopy(default)
+    config["steering"] = {"lambdas": [0.5, 1.0]}
+    with pytest.raises(ConfigError, match=r"steering\.lambdas: .*has no 0"):
+        load_and_check(config)

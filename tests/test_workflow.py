@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -36,6 +37,9 @@ SMALL = {
     },
     "extraction": {"batch_size": 8, "max_length": 64},
     "aqi": {"layers": [0.5, 1.0], "pca_components": 8, "bootstrap": 200, "permutations": 50},
+    "vectors": {"stability_splits": 5},
+    "steering": {"layers": [0.5], "measure_layers": [1.0], "lambdas": [0, 0.5, 1],
+                 "cost": {"n_texts": 6, "n_prompts": 2, "max_new_tokens": 6}},
 }
 
 
@@ -104,6 +108,26 @@ def test_run_completes_with_phase1_outputs(finished: Path) -> None:
         assert (finished / "results/baseline" / png).stat().st_size > 5000
 
 
+def test_run_produces_vectors_and_steering_curves(finished: Path) -> None:
+    from driftlib.vectors import load_vectors
+
+    stats = pd.read_parquet(finished / "results/vectors/vector_stats.parquet")
+    assert set(stats["model"]) == {"llama", "qwen2"}
+    assert stats["stability"].between(-1, 1).all()
+    vectors, meta = load_vectors(finished / "results/vectors/llama.safetensors", "mean_diff_both")
+    assert meta["steering_kind"] == "mean_diff_both" and len(vectors) == meta["layers"][-1] + 1
+    summary = pd.read_parquet(finished / "results/steering/steering_summary.parquet")
+    # 2 models x (own, random) x 3 lambdas, overall category at the primary measure layer
+    assert len(summary) == 12 and set(summary["vector"]) == {"own", "random"}
+    assert (summary.loc[summary["lam"] == 0, "kl"].abs() < 1e-9).all()
+    zero = summary[summary["lam"] == 0].pivot_table(index="model", columns="vector", values="aqi")
+    np.testing.assert_allclose(zero["own"], zero["random"])  # lambda 0 is the same model
+    best = json.loads((finished / "results/steering/best_lambda.json").read_text())
+    assert set(best) == {"llama", "qwen2"} and "spearman_ci" in best["llama"]
+    for model in ("llama", "qwen2"):
+        assert (finished / f"results/steering/{model}_curve.png").stat().st_size > 5000
+
+
 def test_second_run_has_nothing_to_do(finished: Path) -> None:
     assert planned_jobs(finished) == {}
 
@@ -116,8 +140,8 @@ def test_changing_sample_count_reruns_extraction_and_after_not_models(finished: 
         jobs = planned_jobs(finished)
     finally:
         write_config(finished, SMALL)
-    assert jobs == {"prepare_prompts": 1, "extract_prompts": 4, "score_aqi": 4,
-                    "baseline_summary": 1, "all": 1}
+    assert jobs == {"prepare_prompts": 1, "extract_prompts": 4, "score_aqi": 4, "baseline_summary": 1,
+                    "sweep_same_arch": 2, "score_sweep": 2, "steering_summary": 1, "all": 1}
 
 
 def test_changing_aqi_settings_rescores_without_extraction(finished: Path) -> None:
@@ -128,7 +152,18 @@ def test_changing_aqi_settings_rescores_without_extraction(finished: Path) -> No
         jobs = planned_jobs(finished)
     finally:
         write_config(finished, SMALL)
-    assert jobs == {"score_aqi": 4, "baseline_summary": 1, "all": 1}
+    assert jobs == {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1, "all": 1}
+
+
+def test_changing_the_lambda_grid_reruns_sweeps_not_extraction_or_vectors(finished: Path) -> None:
+    config = yaml.safe_load(yaml.safe_dump(SMALL))
+    config["steering"]["lambdas"] = [0, 0.25, 0.5, 1]
+    write_config(finished, config)
+    try:
+        jobs = planned_jobs(finished)
+    finally:
+        write_config(finished, SMALL)
+    assert jobs == {"sweep_same_arch": 2, "score_sweep": 2, "capability_cost": 2, "steering_summary": 1, "all": 1}
 
 
 def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None:
@@ -139,8 +174,10 @@ def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None
         jobs = planned_jobs(finished)
     finally:
         write_config(finished, SMALL)
+    # phi3 here has no base model: no steering sweep, only its phase 1 and phase 2 jobs
     assert jobs == {"tiny_base": 1, "tiny_aligned": 1, "extract_prompts": 1, "score_aqi": 1,
-                    "baseline_summary": 1, "all": 1}
+                    "baseline_summary": 1, "extract_pairs": 2, "compute_vectors": 1,
+                    "vectors_summary": 1, "steering_summary": 1, "all": 1}
 
 
 def test_cli_step_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -> None:
@@ -167,6 +204,8 @@ def test_paper_config_validates_and_dry_runs(tmp_path: Path) -> None:
     jobs = planned_jobs(workdir, "--configfile", "config/paper.yaml")
     # 4 families with base + instruct, Phi-3 mini instruct only; no tiny models are merged in
     assert jobs["extract_prompts"] == 9 and jobs["score_aqi"] == 9
+    assert jobs["extract_pairs"] == 18 and jobs["compute_vectors"] == 5
+    assert jobs["sweep_same_arch"] == 4  # Phi-3-mini has no base model to steer
     assert "tiny_base" not in jobs
 
 
@@ -177,6 +216,9 @@ def test_paper_config_validates_and_dry_runs(tmp_path: Path) -> None:
     (lambda c: c["models"].update({"../x": {"aligned": "tiny:llama-aligned"}}), ["'../x'", "results/"]),
     (lambda c: c["models"]["llama"].update(aligned="tiny:llama-base"), ["models.llama.aligned", "base model"]),
     (lambda c: c["aqi"].update(layers=[0.5, 9]), ["aqi.layers[1]", "does not exist"]),
+    (lambda c: c["steering"].update(lambdas=[0, 0.5, 0.5]), ["steering.lambdas", "non-unique"]),
+    (lambda c: c["steering"].update(layers=[1.0]), ["steering.measure_layers", "not after the injection"]),
+    (lambda c: c["steering"].update(measure_layers=[0.75]), ["steering.measure_layers[0]", "not in aqi.layers"]),
 ])
 def test_bad_config_is_rejected_naming_the_key(tmp_path: Path, change, words) -> None:
     config = yaml.safe_load(yaml.safe_dump(SMALL))

@@ -169,6 +169,21 @@ def cmd_vectors(args: argparse.Namespace) -> None:
     log.info("wrote %d vector kinds x %d layers to %s (later phases use %s)", len(kinds), len(layers), args.out, kind)
 
 
+def cmd_export_gguf(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import decode_metadata_value, load_tensors
+    from driftlib.gguf_export import export_control_vector
+    from driftlib.vectors import load_vectors
+
+    _, meta = load_tensors(args.vectors, producer="compute_vectors")
+    kind = args.kind or decode_metadata_value(meta.get("steering_kind", "mean_diff_both"))
+    vectors, vmeta = load_vectors(args.vectors, kind, producer="compute_vectors")
+    layers = args.layers or [layer for layer in sorted(vectors) if layer > 0]
+    hint = args.model_hint or str(vmeta.get("model_type", "")) or "llama"
+    export_control_vector(args.out, {layer: vectors[layer] * args.scale for layer in layers}, model_hint=hint,
+                          metadata={"kind": kind, "source": str(args.vectors)})
+    log.info("wrote %s (%d layers, kind %s) for llama.cpp --control-vector", args.out, len(layers), kind)
+
+
 def cmd_summarize_vectors(args: argparse.Namespace) -> None:
     from driftlib.vector_stats import summarize_vectors
 
@@ -260,7 +275,7 @@ def cmd_summarize_steering(args: argparse.Namespace) -> None:
     from driftlib.steering_eval import summarize_steering
 
     summarize_steering(args.sweeps, args.costs, args.baseline_summary, args.out_dir, max_kl=args.max_kl,
-                       max_repetition=args.max_repetition, confidence=args.confidence, seed=args.seed)
+                       max_repetition_increase=args.max_repetition_increase, confidence=args.confidence, seed=args.seed)
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -272,6 +287,16 @@ def cmd_check_config(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def aqi_options(p: argparse.ArgumentParser) -> None:
+    """The AQI settings (config section ``aqi``) shared by ``score`` and ``score-sweep``."""
+    p.add_argument("--method", choices=["standardize", "none"], default="standardize")
+    p.add_argument("--pca-components", type=_none_or_int, default=32)
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--permutations", type=int, default=200)
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -337,12 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="AQI per axiom and overall from extracted hidden states")
     p.add_argument("--activations", required=True)
     p.add_argument("--prompts", required=True)
-    p.add_argument("--method", choices=["standardize", "none"], default="standardize")
-    p.add_argument("--pca-components", type=_none_or_int, default=32)
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--permutations", type=int, default=200)
-    p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
+    aqi_options(p)
     p.add_argument("--paper", action="store_true", help="also compute the earlier public normalisation")
     p.add_argument("--gamma", type=float, default=0.5)
     p.add_argument("--out", required=True)
@@ -366,6 +386,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--stats", required=True)
     p.set_defaults(func=cmd_vectors)
+
+    p = sub.add_parser("export-gguf", help="write a vector as a llama.cpp control vector (GGUF)")
+    p.add_argument("--vectors", required=True)
+    p.add_argument("--kind", default=None, help="vector kind (default: the file's steering_kind)")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="blocks to export (default: all but 0)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the vectors (llama.cpp also scales)")
+    p.add_argument("--model-hint", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export_gguf)
 
     p = sub.add_parser("summarize-vectors", help="phase 2 summary table and plots")
     p.add_argument("--tables", nargs="+", required=True)
@@ -400,12 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score-sweep", help="phase 3: AQI per lambda from a sweep file")
     p.add_argument("--sweep", required=True)
     p.add_argument("--prompts", required=True)
-    p.add_argument("--method", choices=["standardize", "none"], default="standardize")
-    p.add_argument("--pca-components", type=_none_or_int, default=32)
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--permutations", type=int, default=200)
-    p.add_argument("--confidence", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
+    aqi_options(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score_sweep)
 
@@ -422,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--costs", nargs="+", required=True)
     p.add_argument("--baseline-summary", required=True)
     p.add_argument("--max-kl", type=float, required=True)
-    p.add_argument("--max-repetition", type=float, required=True)
+    p.add_argument("--max-repetition-increase", type=float, required=True)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)

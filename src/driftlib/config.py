@@ -131,6 +131,11 @@ def check_semantics(config: dict) -> None:
                     )
         _check_injection_before_measurement(config, depth, f"models.{key}.{variant} ({path})")
     steering = config["steering"]
+    if 0 not in steering["lambdas"]:
+        raise ConfigError(
+            f"steering.lambdas: {steering['lambdas']} has no 0; lambda 0 (the unsteered model) is the "
+            "control every sweep needs, and the reference of the repetition cost"
+        )
     for i, value in enumerate(steering["measure_layers"]):
         if value not in layers:
             raise ConfigError(

@@ -111,7 +111,7 @@ def steering_curve(rows: pd.DataFrame, cost: pd.DataFrame, path: str | Path, *, 
     lambdas inside the cost bound shaded.
 
     ``rows``: overall-category rows with vector, lam, aqi, ci_low, ci_high.
-    ``cost``: rows with vector, lam, kl, repetition.
+    ``cost``: rows with vector, lam, kl, repetition, inside_bound.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
@@ -127,7 +127,7 @@ def steering_curve(rows: pd.DataFrame, cost: pd.DataFrame, path: str | Path, *, 
             ax.axhspan(target_ci[0], target_ci[1], color="#e6550d", alpha=0.08)
     own = cost[cost["vector"] == "own"].sort_values("lam")
     if not own.empty:
-        inside = (own["kl"] <= bounds["max_kl"]) & (own["repetition"] <= bounds["max_repetition"])
+        inside = own["inside_bound"].astype(bool)
         lams = own["lam"].to_numpy()
         for lam, ok in zip(lams, inside):
             if ok:

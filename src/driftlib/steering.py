@@ -40,6 +40,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from driftlib.activations import block_hidden_states
 from driftlib.errors import ConfigError, ModelError
 from driftlib.layers import find_decoder_layers
 
@@ -117,17 +118,6 @@ def _replace_hidden(output: object, hidden: torch.Tensor) -> object:
     )
 
 
-def _hidden_of(output: object) -> torch.Tensor:
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0]
-    raise ModelError(
-        f"a decoder block returned {type(output).__name__}, not a tensor or a tuple starting with one; "
-        "driftlib cannot steer this architecture"
-    )
-
-
 @contextmanager
 def steer(
     model: torch.nn.Module,
@@ -195,7 +185,7 @@ def steer(
         cast: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
         def hook(module: torch.nn.Module, args: object, output: object) -> object:
-            hidden = _hidden_of(output)  # [b, t, d]
+            hidden = block_hidden_states(output)  # [b, t, d]
             key = (hidden.dtype, hidden.device)
             delta = cast.get(key)
             if delta is None:

@@ -110,7 +110,7 @@ def monotonic_within_noise(lams: Sequence[float], ci_low: Sequence[float], ci_hi
 
 
 def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path], baseline_summary: str | Path,
-                       out_dir: str | Path, *, max_kl: float, max_repetition: float,
+                       out_dir: str | Path, *, max_kl: float, max_repetition_increase: float,
                        confidence: float = 0.95, seed: int = 0) -> dict:
     """Phase 3 summary: ``steering_summary.parquet``/``.csv``, ``best_lambda.json`` and per-model plots.
 
@@ -134,7 +134,10 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
         model = str(sweep["model"].iloc[0])
         main = sweep[sweep["primary"] & (sweep["category"] == "overall")]
         merged = main.merge(cost, on=["vector", "lam"], how="left")
-        merged["inside_bound"] = (merged["kl"] <= max_kl) & (merged["repetition"] <= max_repetition)
+        # repetition counts as a cost only where it exceeds the unsteered model's own repetition
+        unsteered = merged[merged["lam"] == 0].set_index("vector")["repetition"]
+        merged["repetition_increase"] = merged["repetition"] - merged["vector"].map(unsteered)
+        merged["inside_bound"] = (merged["kl"] <= max_kl) & (merged["repetition_increase"] <= max_repetition_increase)
         rows.append(merged)
         layer = int(main["layer"].iloc[0])
         tgt = phase1[(phase1["model"] == model) & (phase1["variant"] == "aligned") &
@@ -146,13 +149,14 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
         rho, rlo, rhi = spearman_interval(own["lam"], own["aqi"], own["se"], confidence=confidence, seed=seed)
         mono = monotonic_within_noise(own["lam"], own["ci_low"], own["ci_high"])
         best = best_lambda(own["lam"].tolist(), own["aqi"].tolist(),
-                           own[["kl", "repetition"]].to_numpy(dtype=float), [max_kl, max_repetition])
+                           own[["kl", "repetition_increase"]].to_numpy(dtype=float),
+                           [max_kl, max_repetition_increase])
         r_rho = spearman_interval(rnd["lam"], rnd["aqi"], rnd["se"], confidence=confidence, seed=seed)
         report[model] = {"layer": layer, "target_aqi": target, "spearman_rho": rho, "spearman_ci": [rlo, rhi],
                          "monotonic": mono, "random_spearman_rho": r_rho[0], "random_spearman_ci": list(r_rho[1:]),
                          "best": best, "kind": read_table(sweep_path)[1].get("kind", "")}
-        plots.steering_curve(merged, cost, out / f"{model}_curve.png", target=target, target_ci=target_ci,
-                             bounds={"max_kl": max_kl, "max_repetition": max_repetition},
+        plots.steering_curve(merged, merged, out / f"{model}_curve.png", target=target, target_ci=target_ci,
+                             bounds={"max_kl": max_kl, "max_repetition_increase": max_repetition_increase},
                              title=f"{model}: base model steered with its own vector")
         plots.steering_axioms(sweep[sweep["primary"]], out / f"{model}_axioms.png",
                               title=f"{model}: per-axiom AQI under its own vector")

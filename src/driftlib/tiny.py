@@ -42,6 +42,7 @@ import torch
 
 from driftlib import __version__
 from driftlib.errors import ConfigError, DataError, ModelError, NumericsError
+from driftlib.preferences import parse_transcript as _parse_hh
 
 logger = logging.getLogger(__name__)
 
@@ -171,28 +172,12 @@ def bundled_prompts() -> list[str]:
     return [str(r["input"]) for r in rows if r.get("input")]
 
 
-_HH_MARKER = re.compile(r"\n\n(Human|Assistant): ?")
-_HH_ROLE = {"Human": "user", "Assistant": "assistant"}
-
-
 def parse_transcript(text: str) -> list[dict[str, str]]:
-    """Split an hh-rlhf transcript (``"\\n\\nHuman: ...\\n\\nAssistant: ..."``) into chat messages.
+    """Chat messages of an hh-rlhf transcript (:func:`driftlib.preferences.parse_transcript`).
 
-    ``Human`` becomes ``user`` and ``Assistant`` becomes ``assistant``; text before the first
-    marker (normally none) is kept as a user message. Raises :class:`DataError` when the text
-    has no assistant turn.
+    Raises :class:`DataError` when the transcript has no assistant turn to learn from.
     """
-    if not isinstance(text, str):
-        raise DataError(f"transcript must be a string, got {type(text).__name__}")
-    if not text.startswith("\n\n"):
-        text = "\n\n" + text  # tolerate a transcript whose leading blank line was stripped
-    parts = _HH_MARKER.split(text)
-    messages: list[dict[str, str]] = []
-    lead = parts[0].strip()
-    if lead:
-        messages.append({"role": "user", "content": lead})
-    for speaker, content in zip(parts[1::2], parts[2::2], strict=True):
-        messages.append({"role": _HH_ROLE[speaker], "content": content.strip()})
+    messages = _parse_hh(text)
     if not any(m["role"] == "assistant" for m in messages):
         raise DataError(f"transcript has no '\\n\\nAssistant: ' turn: {text[:80]!r}")
     return messages

@@ -113,7 +113,7 @@ rule steering_summary:
     params:
         out_dir=lambda wildcards, output: Path(output.table).parent,
         max_kl=STEER["cost"]["max_kl"],
-        max_repetition=STEER["cost"]["max_repetition"],
+        max_repetition_increase=STEER["cost"]["max_repetition_increase"],
         confidence=config["aqi"]["confidence"],
         seed=config["seed"],
     log:
@@ -123,5 +123,5 @@ rule steering_summary:
         ENV
     shell:
         "driftlib summarize-steering --sweeps {input.sweeps} --costs {input.costs} --baseline-summary {input.baseline} "
-        "--max-kl {params.max_kl} --max-repetition {params.max_repetition} --confidence {params.confidence} "
+        "--max-kl {params.max_kl} --max-repetition-increase {params.max_repetition_increase} --confidence {params.confidence} "
         "--seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,72 @@
+"""Phase 3 statistics: rho with its interval, monotonicity, and AQI per lambda from a sweep file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftlib.aqi import alignment_quality
+from driftlib.artifacts import fingerprint, save_tensors, write_table
+from driftlib.errors import ArtifactError
+from driftlib.steering_eval import monotonic_within_noise, score_sweep, spearman_interval
+
+
+def test_spearman_interval_tight_for_clean_curve_and_wide_for_noise():
+    lams = [0, 0.25, 0.5, 0.75, 1]
+    rho, lo, hi = spearman_interval(lams, [1, 2, 3, 4, 5], [0.01] * 5)
+    assert rho == pytest.approx(1.0) and lo == pytest.approx(1.0) and hi == pytest.approx(1.0)
+    rho, lo, hi = spearman_interval(lams, [1, 2, 3, 4, 5], [10.0] * 5)
+    assert rho == pytest.approx(1.0) and lo < 0 < hi
+    assert np.isnan(spearman_interval([0, 1], [1, 2], [0, 0])[0])
+
+
+def test_monotonic_within_noise():
+    assert monotonic_within_noise([0, 1, 2], [0, 1, 2], [1, 2, 3]) == {"increasing": True, "decreasing": False}
+    # the last point's interval lies wholly below the first one's: not increasing
+    assert not monotonic_within_noise([0, 1, 2], [5, 4, 1], [6, 6, 2])["increasing"]
+    # a flat, noisy curve is consistent with both directions
+    assert monotonic_within_noise([0, 1], [0, 0], [1, 1]) == {"increasing": True, "decreasing": True}
+
+
+@pytest.fixture
+def sweep_files(tmp_path):
+    rng = np.random.default_rng(0)
+    n, d, lams = 80, 6, [0.0, 0.5, 1.0]
+    y = np.repeat([1, 0], n // 2)
+    prompts = pd.DataFrame({"id": [f"p{i}" for i in range(n)], "axiom": ["A"] * (n // 2) + ["B"] * (n // 2),
+                            "safety_label": np.where(np.arange(n) % 2 == 0, "safe", "unsafe"), "text": ["t"] * n})
+    y = (prompts["safety_label"] == "safe").to_numpy()
+    direction = np.eye(d)[0]
+    own = np.stack([rng.standard_normal((n, 1, d)) + 2 * lam * np.where(y, 1, -1)[:, None, None] * direction
+                    for lam in lams]).astype(np.float32)
+    rnd = np.stack([rng.standard_normal((n, 1, d)) for _ in lams]).astype(np.float32)
+    write_table(prompts, tmp_path / "prompts.parquet", metadata={"dataset_fingerprint": fingerprint(prompts)})
+    save_tensors(tmp_path / "sweep.safetensors", {"own": own, "random": rnd},
+                 metadata={"model": "m", "lambdas": lams, "measure_layers": [3], "inject_layers": [1],
+                           "kind": "mean_diff_both", "dataset_fingerprint": fingerprint(prompts)})
+    return tmp_path, own, y, prompts
+
+
+def test_score_sweep_matches_direct_aqi(sweep_files):
+    path, own, y, prompts = sweep_files
+    table = score_sweep(path / "sweep.safetensors", path / "prompts.parquet", n_components=None,
+                        n_boot=200, n_perm=20, seed=0)
+    overall = table[(table["vector"] == "own") & (table["category"] == "overall")].sort_values("lam")
+    assert overall["aqi"].is_monotonic_increasing and overall["aqi"].iloc[-1] > 10
+    direct = alignment_quality(own[2, :, 0, :], y, n_components=None, n_boot=200, n_perm=20, seed=0)
+    assert overall["aqi"].iloc[-1] == pytest.approx(direct.aqi)
+    axis_a = table[(table["vector"] == "own") & (table["category"] == "A") & (table["lam"] == 1.0)]
+    a_rows = (prompts["axiom"] == "A").to_numpy()
+    assert axis_a["aqi"].iloc[0] == pytest.approx(
+        alignment_quality(own[2, a_rows, 0, :], y[a_rows], n_components=None, n_boot=200, n_perm=20, seed=0).aqi)
+    rnd = table[(table["vector"] == "random") & (table["category"] == "overall")]
+    assert rnd["aqi"].abs().max() < 5
+
+
+def test_score_sweep_refuses_other_prompts(sweep_files):
+    path, *_ = sweep_files
+    other = pd.DataFrame({"id": ["x"], "axiom": ["A"], "safety_label": ["safe"], "text": ["t"]})
+    write_table(other, path / "other.parquet", metadata={"dataset_fingerprint": fingerprint(other)})
+    with pytest.raises(ArtifactError, match="dataset_fingerprint.*sweep_same_arch"):
+        score_sweep(path / "sweep.safetensors", path / "other.parquet")
