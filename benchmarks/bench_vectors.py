@@ -39,8 +39,12 @@ Setting: a model of SmolLM2-135M's shape with random weights, the first 200 hh-r
 test pairs, blocks 10..19, ``max_length`` 128. Prints both times, the ratio (target <= 0.5) and
 the per-layer cosine between the two vectors (must be > 0.999).
 
-    python benchmarks/bench_vectors.py
+    python benchmarks/bench_vectors.py                     # CPU, float32; theirs at batch 16 and 1
+    python benchmarks/bench_vectors.py --repeats 3 --their-batch-sizes 16
     python benchmarks/bench_vectors.py --device cuda --dtype bfloat16
+
+On a shared CPU, wall times swing with other processes' load (seen: the same run 2-4x slower);
+runs are interleaved and medians reported, and on the CPU the process's CPU time is printed too.
 """
 
 from __future__ import annotations

@@ -87,16 +87,20 @@ def cmd_extract(args: argparse.Namespace) -> None:
     from driftlib.layers import num_layers, resolve_layers
     from driftlib.models import describe_model, load_model
 
-    texts_df, texts_meta = read_table(args.texts, columns=["id", args.text_column])
+    texts_df, texts_meta = read_table(args.texts, columns=["id", *args.text_column])
     model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype,
                                   device=args.device, trust_remote_code=args.trust_remote_code)
     depth = num_layers(model)
     layers = list(range(depth)) if args.all_layers else resolve_layers(args.layers, depth, key="aqi.layers")
-    hidden = extract_hidden_states(
-        model, tokenizer, texts_df[args.text_column].tolist(), layers, pooling=args.pooling,
-        skip_first=args.skip_first, batch_size=args.batch_size, max_length=args.max_length,
-        model_name=f"{args.name}/{args.variant}",
-    )
+    # one tensor per text column; a single column is stored as "hidden"
+    tensors = {}
+    for column in args.text_column:
+        tensors[column if len(args.text_column) > 1 else "hidden"] = extract_hidden_states(
+            model, tokenizer, texts_df[column].tolist(), layers, pooling=args.pooling,
+            skip_first=args.skip_first, batch_size=args.batch_size, max_length=args.max_length,
+            model_name=f"{args.name}/{args.variant}",
+        )
+    hidden = next(iter(tensors.values()))
     info = describe_model(model)
     meta = {
         "model": args.name, "variant": args.variant, "model_source": args.model,
@@ -106,9 +110,9 @@ def cmd_extract(args: argparse.Namespace) -> None:
         "max_length": args.max_length, "truncation_side": "left",
         "dataset_fingerprint": texts_meta.get("dataset_fingerprint", ""),
         "n_rows": int(hidden.shape[0]), "ids": texts_df["id"].astype(str).tolist(),
-        "dtype": str(info.get("dtype", "")),
+        "dtype": str(info.get("dtype", "")), "text_columns": args.text_column,
     }
-    save_tensors(args.out, {"hidden": hidden}, metadata=meta)
+    save_tensors(args.out, tensors, metadata=meta)
     log.info("wrote hidden states %s to %s", tuple(hidden.shape), args.out)
 
 
@@ -133,12 +137,16 @@ def cmd_summarize_baseline(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- phase 2
 
 
-def _load_states(path: str) -> tuple:
-    """Last-token states at every block ``[n, L, d]`` and their metadata (from ``extract --all-layers``)."""
+def _load_pair_states(path: str) -> tuple:
+    """Last-token states at every block, ``[n, L, d]`` for the chosen and the rejected texts, and
+    their metadata (written by ``extract --text-column chosen rejected --all-layers --pooling last``)."""
     from driftlib.artifacts import decode_metadata_value, load_tensors
+    from driftlib.errors import ArtifactError
 
     arrays, meta = load_tensors(path, expect={"layer_spec": "all", "pooling": "last"}, producer="extract_pairs")
-    return arrays["hidden"], {k: decode_metadata_value(v) for k, v in meta.items() if k != "ids"}
+    if "chosen" not in arrays or "rejected" not in arrays:
+        raise ArtifactError(f"{path}: no 'chosen'/'rejected' tensors. Re-run the rule that writes it (extract_pairs).")
+    return arrays["chosen"], arrays["rejected"], {k: decode_metadata_value(v) for k, v in meta.items() if k != "ids"}
 
 
 def cmd_vectors(args: argparse.Namespace) -> None:
@@ -146,12 +154,10 @@ def cmd_vectors(args: argparse.Namespace) -> None:
     from driftlib.vector_stats import compute_vectors, steering_kind
     from driftlib.vectors import save_vectors
 
-    ac, meta = _load_states(args.aligned_chosen)
-    ar, _ = _load_states(args.aligned_rejected)
+    ac, ar, meta = _load_pair_states(args.aligned)
     bc = br = None
-    if args.base_chosen:
-        bc, base_meta = _load_states(args.base_chosen)
-        br, _ = _load_states(args.base_rejected)
+    if args.base:
+        bc, br, base_meta = _load_pair_states(args.base)
         if bc.shape != ac.shape:
             raise DriftlibError(f"base states {bc.shape} and aligned states {ac.shape} differ in shape: "
                                 "the base and aligned models must share an architecture")
@@ -348,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="model key (recorded in metadata)")
     p.add_argument("--variant", default="aligned", choices=["base", "aligned"])
     p.add_argument("--texts", required=True, help="Parquet table with id and text columns")
-    p.add_argument("--text-column", default="text")
+    p.add_argument("--text-column", nargs="+", default=["text"],
+                   help="column(s) of texts; several give one tensor each, named by column")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--layers", type=_layer, nargs="+", help="block indices or relative depths")
     which.add_argument("--all-layers", action="store_true", help="every decoder block")
@@ -374,10 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_summarize_baseline)
 
     p = sub.add_parser("vectors", help="phase 2: steering vectors of one model and their per-layer figures")
-    p.add_argument("--aligned-chosen", required=True)
-    p.add_argument("--aligned-rejected", required=True)
-    p.add_argument("--base-chosen")
-    p.add_argument("--base-rejected")
+    p.add_argument("--aligned", required=True, help="pair states of the aligned variant (extract_pairs)")
+    p.add_argument("--base", help="pair states of the base variant, where the model has one")
     p.add_argument("--name", required=True)
     p.add_argument("--method", choices=["mean_diff", "pca", "contrastive"], default="mean_diff")
     p.add_argument("--texts", dest="texts", choices=["chosen", "rejected", "both"], default="both")

@@ -76,17 +76,11 @@ def layer_args(layers):
 def pair_states(wildcards):
     """The pair states a model's vectors need: aligned always, base where the model has one."""
     variants = ["aligned"] + (["base"] if config["models"][wildcards.model].get("base") else [])
-    return {
-        f"{v}_{side}": f"{RESULTS}/activations/{wildcards.model}/{v}/pairs_{side}.safetensors"
-        for v in variants
-        for side in ("chosen", "rejected")
-    }
+    return {v: f"{RESULTS}/activations/{wildcards.model}/{v}/pairs.safetensors" for v in variants}
 
 
 def base_pair_args(wildcards, input):
-    if "base_chosen" not in input.keys():
-        return ""
-    return f"--base-chosen {input.base_chosen} --base-rejected {input.base_rejected}"
+    return f"--base {input.base}" if "base" in input.keys() else ""
 
 
 # --- phase 3 ---------------------------------------------------------------------------

@@ -7,15 +7,13 @@ rule extract_pairs:
         pairs=f"{RESULTS}/data/pairs.parquet",
         model=model_inputs,
     output:
-        f"{RESULTS}/activations/{{model}}/{{variant}}/pairs_{{side}}.safetensors",
+        f"{RESULTS}/activations/{{model}}/{{variant}}/pairs.safetensors",
     params:
         model=model_options,
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
     log:
-        f"{RESULTS}/logs/extract_pairs/{{model}}-{{variant}}-{{side}}.log",
-    wildcard_constraints:
-        side="chosen|rejected",
+        f"{RESULTS}/logs/extract_pairs/{{model}}-{{variant}}.log",
     threads: 4
     resources:
         gpu=1,
@@ -23,7 +21,7 @@ rule extract_pairs:
         ENV
     shell:
         "driftlib extract {params.model} --name {wildcards.model} --variant {wildcards.variant} "
-        "--texts {input.pairs} --text-column {wildcards.side} --all-layers --pooling last "
+        "--texts {input.pairs} --text-column chosen rejected --all-layers --pooling last "
         "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
 
 
@@ -44,7 +42,7 @@ rule compute_vectors:
     conda:
         ENV
     shell:
-        "driftlib vectors --aligned-chosen {input.aligned_chosen} --aligned-rejected {input.aligned_rejected} "
+        "driftlib vectors --aligned {input.aligned} "
         "{params.base} --name {wildcards.model} --method {params.method} --texts {params.texts} "
         "--splits {params.splits} --seed {params.seed} --out {output.vectors} --stats {output.stats} > {log} 2>&1"
 
