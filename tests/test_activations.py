@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from driftlib.activations import extract_hidden_states, record_block_outputs
 from driftlib.errors import ConfigError, DataError, ModelError, NumericsError
 from driftlib.layers import find_decoder_layers
+from random_models import VOCAB, bpe_tokenizer
 
-VOCAB = 300
 TEXTS = [
     "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then knead.",
     "Hi.",
@@ -28,17 +27,7 @@ TEXTS = [
 
 
 def _tokenizer(bos: bool = True) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE trained on TEXTS; adds <s> in front when ``bos``; no pad token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(TEXTS * 3, trainer)
-    if bos:
-        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    return bpe_tokenizer(TEXTS, bos=bos)
 
 
 FAMILIES: dict[str, transformers.PretrainedConfig] = {

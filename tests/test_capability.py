@@ -9,14 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from driftlib.capability import best_lambda, greedy_continuations, greedy_repetition, next_token_kl, repetition_rate
 from driftlib.errors import ConfigError
 from driftlib.layers import find_decoder_layers
 from driftlib.steering import steer
+from random_models import VOCAB, bpe_tokenizer
 
-VOCAB = 300
 HIDDEN = 32
 TEXTS = [
     "The weather today is mild, with light rain in the afternoon and clear skies by evening.",
@@ -36,15 +35,7 @@ CONFIGS = {
 
 
 def _tokenizer() -> transformers.PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(TEXTS * 3, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    return bpe_tokenizer(TEXTS)
 
 
 def _model(family: str = "llama", seed: int = 0) -> torch.nn.Module:
@@ -59,16 +50,6 @@ def _vectors(layers: list[int], seed: int = 1, norm: float = 3.0) -> dict[int, n
         v = rng.standard_normal(HIDDEN)
         out[layer] = (norm * v / np.linalg.norm(v)).astype(np.float32)
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine a parallel region
-    waits for a descheduled thread on every small matmul (seen: 18 ms per 32x64 linear)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -8,23 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from driftlib.errors import ConfigError, ModelError
 from driftlib.models import ATTN_IMPLEMENTATION, describe_model, load_model, resolve_device, resolve_dtype
+from random_models import VOCAB, bpe_tokenizer
 
-VOCAB = 300
 
 
 def _tokenizer() -> transformers.PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(["Human: hello there. Assistant: hi, how can I help?"] * 5, trainer)
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    return bpe_tokenizer(["Human: hello there. Assistant: hi, how can I help?"] * 5, bos=False)
 
 
 def _save(tmp_path: Path, config: transformers.PretrainedConfig, name: str = "model") -> tuple[Path, torch.nn.Module]:

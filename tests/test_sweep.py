@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from driftlib.activations import extract_hidden_states
 from driftlib.errors import ConfigError, ModelError
 from driftlib.layers import find_decoder_layers
 from driftlib.steering import steer
 from driftlib.sweep import random_like, replay_prefix, sweep_hidden_states
+from random_models import VOCAB, bpe_tokenizer
 
-VOCAB = 300
 HIDDEN = 32
 TEXTS = [
     "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then knead.",
@@ -40,16 +39,7 @@ FAMILIES: dict[str, transformers.PretrainedConfig] = {
 
 
 def _tokenizer() -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE trained on TEXTS that puts <s> in front; no pad token (eos pads)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(TEXTS * 3, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    return bpe_tokenizer(TEXTS)
 
 
 def _model(family: str, seed: int = 0) -> torch.nn.Module:
@@ -74,16 +64,6 @@ def _independent(model, tokenizer, vectors, lambdas, measure, **kw) -> np.ndarra
         with steer(model, vectors, lam, preserve_norm=preserve):
             runs.append(extract_hidden_states(model, tokenizer, TEXTS, measure, progress=False, **kw))
     return np.stack(runs)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine a parallel region
-    waits for a descheduled thread on every small matmul (seen: 18 ms per 32x64 linear)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,6 @@ ARCHS = list(tiny.TINY_ARCHS)
 FAST = {"steps": 12, "batch_size": 8, "seq_len": 32}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: a second thread only slows them down when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny.train_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")

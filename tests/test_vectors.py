@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from random_models import bpe_tokenizer
 
 from driftlib.artifacts import load_tensors, save_tensors
 from driftlib.errors import ArtifactError, ConfigError, DataError, ModelError
@@ -243,15 +243,7 @@ REJECTED = [
 
 @pytest.fixture(scope="module")
 def tokenizer() -> transformers.PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300, special_tokens=["<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator((TEXTS + REJECTED) * 3, trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+    return bpe_tokenizer(TEXTS + REJECTED)
 
 
 def _llama(seed: int, layers: int = 3) -> torch.nn.Module:
