@@ -23,13 +23,10 @@ pairs, tokenised by a byte-level BPE trained here on that file. Prints the time 
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,49 +34,14 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from common import DATA, SMOL, read_pairs, sync, train_tokenizer  # noqa: E402
 
 from driftlib.activations import extract_hidden_states  # noqa: E402
 from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
 from driftlib.steering import steer  # noqa: E402
 from driftlib.sweep import sweep_hidden_states  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 LAMBDAS = [0.0, 0.25, 0.5, 0.75, 1.0]
-SMOL = transformers.LlamaConfig(
-    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-    tie_word_embeddings=True, rope_theta=100000.0, rms_norm_eps=1e-5,
-)
-
-
-def read_pairs(path: Path) -> list[dict[str, str]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
-
-
-def train_tokenizer(pairs: list[dict[str, str]], vocab_size: int) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE trained on every transcript; puts ``<|endoftext|>`` in front; pads with it."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator([text for pair in pairs for text in (pair["chosen"], pair["rejected"])], trainer)
-    bos = tok.token_to_id("<|endoftext|>")
-    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[float, float, np.ndarray]:
     """Wall seconds, this process's CPU seconds (all threads) and the result of ``fn()``."""
     sync(device)

@@ -51,8 +51,6 @@ process's CPU time (least of the runs) is printed too.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
 import os
 import statistics
@@ -65,40 +63,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from common import DATA, SMOL, read_pairs, sync, train_tokenizer  # noqa: E402
 
 from driftlib.activations import extract_hidden_states  # noqa: E402
 from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
-SMOL = transformers.LlamaConfig(
-    vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-    num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=2048,
-    tie_word_embeddings=True, rope_theta=100000.0, rms_norm_eps=1e-5,
-)
-
-
-def read_pairs(path: Path) -> list[dict[str, str]]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle]
-
-
-def train_tokenizer(pairs: list[dict[str, str]], vocab_size: int) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE trained on every transcript; puts ``<|endoftext|>`` in front; pads with it."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator([text for pair in pairs for text in (pair["chosen"], pair["rejected"])], trainer)
-    bos = tok.token_to_id("<|endoftext|>")
-    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
-    return transformers.PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-
 
 def fit_to_length(tokenizer: transformers.PreTrainedTokenizerFast, text: str, max_length: int) -> str:
     """The end of ``text`` that encodes (BOS included) to at most ``max_length`` tokens."""
@@ -109,11 +77,6 @@ def fit_to_length(tokenizer: transformers.PreTrainedTokenizerFast, text: str, ma
     while len(tokenizer(text)["input_ids"]) > max_length:
         text = text[1:]
     return text
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
