@@ -74,6 +74,17 @@ def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
     return jobs
 
 
+def planned_after(workdir: Path, change) -> dict[str, int]:
+    """The dry-run job table after ``change(config)`` on a copy of SMALL; SMALL is restored after."""
+    config = yaml.safe_load(yaml.safe_dump(SMALL))
+    change(config)
+    write_config(workdir, config)
+    try:
+        return planned_jobs(workdir)
+    finally:
+        write_config(workdir, SMALL)
+
+
 def make_workdir(path: Path, config: dict) -> Path:
     for name in ("Snakefile", "workflow", "profiles", "config"):
         src = REPO / name
@@ -133,47 +144,23 @@ def test_second_run_has_nothing_to_do(finished: Path) -> None:
 
 
 def test_changing_sample_count_reruns_extraction_and_after_not_models(finished: Path) -> None:
-    config = yaml.safe_load(yaml.safe_dump(SMALL))
-    config["data"]["prompts"]["per_group"] = 5
-    write_config(finished, config)
-    try:
-        jobs = planned_jobs(finished)
-    finally:
-        write_config(finished, SMALL)
+    jobs = planned_after(finished, lambda c: c["data"]["prompts"].update(per_group=5))
     assert jobs == {"prepare_prompts": 1, "extract_prompts": 4, "score_aqi": 4, "baseline_summary": 1,
                     "sweep_same_arch": 2, "score_sweep": 2, "steering_summary": 1, "all": 1}
 
 
 def test_changing_aqi_settings_rescores_without_extraction(finished: Path) -> None:
-    config = yaml.safe_load(yaml.safe_dump(SMALL))
-    config["aqi"]["bootstrap"] = 300
-    write_config(finished, config)
-    try:
-        jobs = planned_jobs(finished)
-    finally:
-        write_config(finished, SMALL)
+    jobs = planned_after(finished, lambda c: c["aqi"].update(bootstrap=300))
     assert jobs == {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1, "all": 1}
 
 
 def test_changing_the_lambda_grid_reruns_sweeps_not_extraction_or_vectors(finished: Path) -> None:
-    config = yaml.safe_load(yaml.safe_dump(SMALL))
-    config["steering"]["lambdas"] = [0, 0.25, 0.5, 1]
-    write_config(finished, config)
-    try:
-        jobs = planned_jobs(finished)
-    finally:
-        write_config(finished, SMALL)
+    jobs = planned_after(finished, lambda c: c["steering"].update(lambdas=[0, 0.25, 0.5, 1]))
     assert jobs == {"sweep_same_arch": 2, "score_sweep": 2, "capability_cost": 2, "steering_summary": 1, "all": 1}
 
 
 def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None:
-    config = yaml.safe_load(yaml.safe_dump(SMALL))
-    config["models"]["phi3"] = {"aligned": "tiny:phi3-aligned"}
-    write_config(finished, config)
-    try:
-        jobs = planned_jobs(finished)
-    finally:
-        write_config(finished, SMALL)
+    jobs = planned_after(finished, lambda c: c["models"].update(phi3={"aligned": "tiny:phi3-aligned"}))
     # phi3 here has no base model: no steering sweep, only its phase 1 and phase 2 jobs
     assert jobs == {"tiny_base": 1, "tiny_aligned": 1, "extract_prompts": 1, "score_aqi": 1,
                     "baseline_summary": 1, "extract_pairs": 1, "compute_vectors": 1,

@@ -453,6 +453,19 @@ def unigram_entropy(ids: torch.Tensor) -> float:
     return float(-(probs * probs.log()).sum())
 
 
+def _optimizer_step(model: torch.nn.Module, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                    schedule: Any, losses: list[float], what: str) -> None:
+    """One clipped AdamW step on ``loss``; appends the loss (rounded) to ``losses``."""
+    if not torch.isfinite(loss):
+        raise NumericsError(f"{what}: loss is {loss.item()} at step {len(losses)}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    losses.append(round(float(loss.item()), 5))
+
+
 def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                steps: int = 200, batch_size: int = 16, seq_len: int = 64, lr: float = 3e-3,
                seed: int = 0, threads: int = 1, progress: bool = True) -> dict[str, Any]:
@@ -497,15 +510,7 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
             labels = input_ids.clone()
             labels[:, 0] = -100
             loss = model(input_ids=input_ids, labels=labels).loss
-            if not torch.isfinite(loss):
-                raise NumericsError(f"tiny {arch} base: loss is {loss.item()} at step "
-                                    f"{len(losses)}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(round(float(loss.item()), 5))
+            _optimizer_step(model, loss, optimizer, schedule, losses, f"tiny {arch} base")
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
         model.eval()
@@ -644,15 +649,7 @@ def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pa
         for batch_idx in bar:
             batch = _collate([rows[i] for i in batch_idx], tokenizer.pad_token_id)
             loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise NumericsError(f"tiny {arch} aligned: loss is {loss.item()} at step "
-                                    f"{len(losses)}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(round(float(loss.item()), 5))
+            _optimizer_step(model, loss, optimizer, schedule, losses, f"tiny {arch} aligned")
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
         model.eval()
