@@ -23,8 +23,6 @@ BPEs trained here on that file. Targets: ratio <= 1.0 on (a) and <= 0.6 on (b) r
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import logging
 import os
 import statistics
@@ -36,12 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from common import DATA, read_pairs, sync, train_tokenizer  # noqa: E402
 
 from driftlib.activations import extract_hidden_states  # noqa: E402
 from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test.jsonl.gz"
 
 MODELS: dict[str, tuple[str, transformers.LlamaConfig]] = {
     "small": (
@@ -64,39 +61,7 @@ MODELS: dict[str, tuple[str, transformers.LlamaConfig]] = {
 
 def load_texts(path: Path, n: int) -> list[str]:
     """``n`` texts: chosen and rejected of the first ``n / 2`` pairs, interleaved (varied lengths)."""
-    texts: list[str] = []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            pair = json.loads(line)
-            texts.extend([pair["chosen"], pair["rejected"]])
-            if len(texts) >= n:
-                break
-    return texts[:n]
-
-
-def train_tokenizer(path: Path, vocab_size: int) -> transformers.PreTrainedTokenizerFast:
-    """A byte-level BPE trained on every transcript of ``path``; adds ``<|endoftext|>`` in front."""
-    corpus: list[str] = []
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            pair = json.loads(line)
-            corpus.extend([pair["chosen"], pair["rejected"]])
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator(corpus, trainer)
-    bos = tok.token_to_id("<|endoftext|>")
-    tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
-    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>")
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    return [text for pair in read_pairs(path)[: (n + 1) // 2] for text in (pair["chosen"], pair["rejected"])][:n]
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> list[float]:
@@ -112,8 +77,7 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> list[
 
 def bench_model(key: str, args: argparse.Namespace, texts: list[str], device: torch.device, dtype: torch.dtype) -> list[dict[str, object]]:
     label, config = MODELS[key]
-    tokenizer = train_tokenizer(args.data, min(config.vocab_size, args.tokenizer_vocab))
-    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = train_tokenizer(read_pairs(args.data), min(config.vocab_size, args.tokenizer_vocab))
     tokenizer.padding_side = "left"
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()

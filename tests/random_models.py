@@ -4,10 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 VOCAB = 300
+#: texts of very different lengths (one and many tokens), for padding and pooling tests
+SAMPLE_TEXTS = [
+    "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then knead.",
+    "Hi.",
+    "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun all day long.",
+    "Human: Can you help me? Assistant: Of course.",
+    "Short text here",
+    "A somewhat longer sentence, with commas, numbers like 12345, and punctuation!?",
+    "ok",
+]
+
+
+def random_vectors(layers: Sequence[int], hidden: int, *, seed: int = 1, norm: float = 3.0) -> dict[int, np.ndarray]:
+    """``{layer: float32 vector [hidden]}``, random directions of the given norm."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for layer in layers:
+        v = rng.standard_normal(hidden)
+        out[layer] = (norm * v / np.linalg.norm(v)).astype(np.float32)
+    return out
 
 
 def bpe_tokenizer(texts: Sequence[str], *, bos: bool = True, vocab_size: int = VOCAB) -> transformers.PreTrainedTokenizerFast:

@@ -13,17 +13,9 @@ import transformers
 from driftlib.activations import extract_hidden_states, record_block_outputs
 from driftlib.errors import ConfigError, DataError, ModelError, NumericsError
 from driftlib.layers import find_decoder_layers
-from random_models import VOCAB, bpe_tokenizer
+from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer
 
-TEXTS = [
-    "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then knead.",
-    "Hi.",
-    "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun all day long.",
-    "Human: Can you help me? Assistant: Of course.",
-    "Short text here",
-    "A somewhat longer sentence, with commas, numbers like 12345, and punctuation!?",
-    "ok",
-]
+TEXTS = SAMPLE_TEXTS
 
 
 def _tokenizer(bos: bool = True) -> transformers.PreTrainedTokenizerFast:

@@ -14,7 +14,7 @@ from driftlib.capability import best_lambda, greedy_continuations, greedy_repeti
 from driftlib.errors import ConfigError
 from driftlib.layers import find_decoder_layers
 from driftlib.steering import steer
-from random_models import VOCAB, bpe_tokenizer
+from random_models import VOCAB, bpe_tokenizer, random_vectors
 
 HIDDEN = 32
 TEXTS = [
@@ -44,12 +44,7 @@ def _model(family: str = "llama", seed: int = 0) -> torch.nn.Module:
 
 
 def _vectors(layers: list[int], seed: int = 1, norm: float = 3.0) -> dict[int, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for layer in layers:
-        v = rng.standard_normal(HIDDEN)
-        out[layer] = (norm * v / np.linalg.norm(v)).astype(np.float32)
-    return out
+    return random_vectors(layers, HIDDEN, seed=seed, norm=norm)
 
 
 @pytest.fixture(scope="module")

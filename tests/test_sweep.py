@@ -12,18 +12,10 @@ from driftlib.errors import ConfigError, ModelError
 from driftlib.layers import find_decoder_layers
 from driftlib.steering import steer
 from driftlib.sweep import random_like, replay_prefix, sweep_hidden_states
-from random_models import VOCAB, bpe_tokenizer
+from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer, random_vectors
 
 HIDDEN = 32
-TEXTS = [
-    "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then knead.",
-    "Hi.",
-    "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun all day long.",
-    "Human: Can you help me? Assistant: Of course.",
-    "Short text here",
-    "A somewhat longer sentence, with commas, numbers like 12345, and punctuation!?",
-    "ok",
-]
+TEXTS = SAMPLE_TEXTS
 LAMBDAS = [0.0, 0.5, -1.0, 2.0]
 
 _COMMON = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2)
@@ -48,12 +40,7 @@ def _model(family: str, seed: int = 0) -> torch.nn.Module:
 
 
 def _vectors(layers: list[int], seed: int = 1, norm: float = 4.0) -> dict[int, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for layer in layers:
-        v = rng.standard_normal(HIDDEN)
-        out[layer] = (norm * v / np.linalg.norm(v)).astype(np.float32)
-    return out
+    return random_vectors(layers, HIDDEN, seed=seed, norm=norm)
 
 
 def _independent(model, tokenizer, vectors, lambdas, measure, **kw) -> np.ndarray:
