@@ -21,16 +21,6 @@ FAST = {"steps": 12, "batch_size": 8, "seq_len": 32}
 
 
 @pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny.train_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
-
-
-@pytest.fixture(scope="module")
-def tok(tok_dir: Path):
-    return AutoTokenizer.from_pretrained(str(tok_dir))
-
-
-@pytest.fixture(scope="module")
 def bases(tok_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict]]:
     root = tmp_path_factory.mktemp("bases")
     out = {}
