@@ -24,6 +24,8 @@ include: "workflow/rules/tiny.smk"
 include: "workflow/rules/baseline.smk"
 include: "workflow/rules/vectors.smk"
 include: "workflow/rules/steering.smk"
+include: "workflow/rules/transfer.smk"
+include: "workflow/rules/dealign.smk"
 
 
 rule all:
@@ -32,12 +34,15 @@ rule all:
         rules.baseline_summary.output,
         rules.vectors_summary.output,
         rules.steering_summary.output,
+        rules.transfer_summary.output if PAIRS else [],
+        rules.recovery_summary.output,
 
 
 onsuccess:
     print(
         "\nalignment-drift finished. Summaries: results/baseline/ (phase 1), results/vectors/ (phase 2),"
-        " results/steering/ (phase 3)"
+        " results/steering/ (phase 3), results/transfer/ (phase 4),"
+        " results/dealign/ (phase 4.5)"
         "\nBuild the HTML report with: snakemake --report results/report.html"
     )
 

@@ -67,6 +67,11 @@ def test_table_round_trip_and_required_columns(tmp_path):
 def test_json_and_fingerprint(tmp_path):
     write_json({"a": np.float32(1.5), "b": np.arange(2)}, tmp_path / "x.json")
     assert read_json(tmp_path / "x.json") == {"a": 1.5, "b": [0, 1]}
+    # NaN and infinities are written as null: strict JSON parsers refuse a bare NaN
+    write_json({"ci": [float("nan"), np.float64("inf")], "x": np.array([np.nan, 2.0])}, tmp_path / "n.json")
+    text = (tmp_path / "n.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert read_json(tmp_path / "n.json") == {"ci": [None, None], "x": [None, 2.0]}
     df = pd.DataFrame({"x": [1, 2]})
     assert fingerprint(df) == fingerprint(df.copy())
     assert fingerprint(df) != fingerprint(df.iloc[::-1])

@@ -44,7 +44,7 @@ def test_defaults_are_filled(default):
     (lambda c: c["aqi"].update(bootstrap=10), r"aqi\.bootstrap: 10 is less than the minimum"),
     (lambda c: c["aqi"].update(method="tsne"), r"aqi\.method: .*one of 'standardize', 'none'"),
     (lambda c: c["aqi"].update(layers=[0.5, 0.5]), r"aqi\.layers: .*non-unique"),
-    (lambda c: c["aqi"].update(layers=[1.5]), r"aqi\.layers\.0"),
+    (lambda c: c["aqi"].update(layers=[1.5]), r"aqi\.layers\[0\]: 1\.5 .*relative depth in \(0, 1\]"),
     (lambda c: c["models"].update({"/abs": {"aligned": "x"}}), r"model key '/abs' is not allowed"),
     (lambda c: c["models"].update({"a..b": {"aligned": "x"}}), r"model key 'a\.\.b' is not allowed"),
     (lambda c: c["models"]["llama"].pop("aligned"), r"models\.llama: 'aligned' is a required property"),

@@ -7,24 +7,18 @@ killed, so a hung job cannot hang the test run.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from snakemake_run import BIN, REPO, make_workdir, run_snakemake, write_config
 
 pytestmark = pytest.mark.workflow
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-SNAKEMAKE = str(BIN / "snakemake")
 
 #: a small version of the embedded default: two architectures, short training, small samples
 SMALL = {
@@ -40,24 +34,14 @@ SMALL = {
     "vectors": {"stability_splits": 5},
     "steering": {"layers": [0.5], "measure_layers": [1.0], "lambdas": [0, 0.5, 1],
                  "cost": {"n_texts": 6, "n_prompts": 2, "max_new_tokens": 6}},
+    "cross_arch": {"anchors": {"n": 80}, "procrustes_components": 8, "relative_anchors": 16, "folds": 3},
+    "dealign": {"steps": [3, 6], "batch_size": 4, "max_length": 96, "lr": 0.005},
 }
-
-
-def run_snakemake(workdir: Path, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    """Run Snakemake in ``workdir`` in a new process group; kill the group on timeout."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.Popen([SNAKEMAKE, *args], cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"snakemake {' '.join(args)} timed out after {timeout}s:\n{out[-3000:]}")
-    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
-    if check and proc.returncode != 0:
-        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{out[-5000:]}")
-    return result
+#: the phase-4 jobs of SMALL's two (source, target) pairs that anything downstream of the prompts re-runs
+TRANSFER_AFTER_PROMPTS = {"transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1}
+#: the phase-4.5 jobs (2 models x 2 strengths) that anything downstream of the prompts re-runs
+RECOVERY_AFTER_PROMPTS = {"recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1}
+AFTER_PROMPTS = {**TRANSFER_AFTER_PROMPTS, **RECOVERY_AFTER_PROMPTS}
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
@@ -83,18 +67,6 @@ def planned_after(workdir: Path, change) -> dict[str, int]:
         return planned_jobs(workdir)
     finally:
         write_config(workdir, SMALL)
-
-
-def make_workdir(path: Path, config: dict) -> Path:
-    for name in ("Snakefile", "workflow", "profiles", "config"):
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, path / name)
-    (path / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +111,88 @@ def test_run_produces_vectors_and_steering_curves(finished: Path) -> None:
         assert (finished / f"results/steering/{model}_curve.png").stat().st_size > 5000
 
 
+def test_run_produces_the_transfer_matrix_with_controls(finished: Path) -> None:
+    from driftlib.maps import load_maps
+    from driftlib.vectors import load_vectors
+
+    matrix = pd.read_parquet(finished / "results/transfer/transfer_matrix.parquet")
+    # sources x targets without the diagonal: (llama -> qwen2, qwen2 -> llama) x 3 methods
+    assert set(zip(matrix["source"], matrix["target"])) == {("llama", "qwen2"), ("qwen2", "llama")}
+    assert sorted(matrix["method"].unique()) == ["procrustes", "relative", "ridge"] and len(matrix) == 6
+    for column in ("efficiency", "random_efficiency", "shuffled_efficiency", "r2", "shuffled_r2", "cos_own"):
+        assert column in matrix
+    assert matrix.groupby(["source", "target"])["best"].sum().eq(1).all()
+    # the shuffled-pair control fits worse than the real pairing, for every cell and method
+    assert (matrix["shuffled_r2"] < matrix["r2"]).all() and (matrix["shuffled_r2"] < 0.2).all()
+    defined = matrix[matrix["defined"]]
+    assert ((defined["ci_low"] <= defined["efficiency"]) & (defined["efficiency"] <= defined["ci_high"])).all()
+    summary = json.loads((finished / "results/transfer/transfer_summary.json").read_text())
+    baseline = json.loads((finished / "results/baseline/baseline.json").read_text())["baseline"]
+    assert summary["baseline"] == baseline and list(summary["baseline_row"]) == [{"llama": "qwen2", "qwen2": "llama"}[baseline]]
+    for png in ("transfer_matrix.png", "transfer_fit.png", "layer_matching.png"):
+        assert (finished / "results/transfer" / png).stat().st_size > 5000
+    # maps and mapped vectors: target width, one per method and target injection layer
+    pair = finished / "results/transfer/llama/qwen2"
+    maps = load_maps(pair / "maps.safetensors")
+    own, _ = load_vectors(finished / "results/vectors/qwen2.safetensors", "mean_diff_both")
+    mapped, meta = load_vectors(pair / "mapped_vectors.safetensors", "ridge_mapped")
+    assert set(mapped) == set(meta["layers"]) and all(v.shape == own[k].shape for k, v in mapped.items())
+    assert any(name.startswith("ridge/L") for name in maps) and any("/shuffled/" in name for name in maps)
+    # lambda 0 is the unsteered target: the transfer sweep and phase 3 agree on its AQI exactly
+    zero = pd.read_parquet(pair / "sweep_aqi.parquet").query("lam == 0")
+    own_zero = pd.read_parquet(finished / "results/steering/qwen2/sweep_aqi.parquet").query("lam == 0 and vector == 'own'")
+    np.testing.assert_allclose(np.sort(zero["aqi"].unique()), np.sort(own_zero["aqi"].unique()), rtol=1e-6)
+
+
+def test_run_dealigns_and_measures_recovery(finished: Path) -> None:
+    from safetensors.numpy import load_file
+
+    summary = pd.read_parquet(finished / "results/dealign/recovery_summary.parquet")
+    baseline = json.loads((finished / "results/baseline/baseline.json").read_text())["baseline"]
+    other = {"llama": "qwen2", "qwen2": "llama"}[baseline]
+    # every model x strength has same-arch and random; cross-arch only where the baseline's vector
+    # can be mapped in (not into the baseline itself)
+    assert set(zip(summary["model"], summary["steps"])) == {(m, s) for m in ("llama", "qwen2") for s in (3, 6)}
+    assert set(summary[summary["model"] == baseline]["vector"]) == {"same_arch", "random"}
+    assert set(summary[summary["model"] == other]["vector"]) == {"same_arch", "cross_arch", "random"}
+    assert summary.loc[summary["vector"] == "cross_arch", "source"].str.startswith(f"{baseline} via ").all()
+    defined = summary[summary["defined"]]
+    assert ((defined["ci_low"] <= defined["rate"]) & (defined["rate"] <= defined["ci_high"])).all()
+    assert summary.loc[~summary["defined"], "rate"].isna().all()
+    limits = json.loads((finished / "results/dealign/recovery_limits.json").read_text())
+    assert limits["fraction"] == 0.5 and set(limits["models"]) == {"llama", "qwen2"}
+    for png in ("dealign_drop.png", "recovery_curves.png", "recovery_vs_drop.png"):
+        assert (finished / "results/dealign" / png).stat().st_size > 5000
+    # adapters in peft's format, one per strength; the training loss on the rejected answers fell
+    adapters = finished / "results/dealign/llama/adapters"
+    for steps in (3, 6):
+        assert (adapters / f"steps{steps}" / "adapter_config.json").is_file()
+        assert (adapters / f"steps{steps}" / "adapter_model.safetensors").is_file()
+    record = json.loads((adapters / "record.json").read_text())
+    assert record["rejected_loss"]["6"] < record["rejected_loss"]["0"]
+    # the dealigned model is a different model: its unsteered states differ from the aligned model's
+    sweep = load_file(str(finished / "results/dealign/llama/steps6/sweep.safetensors"))
+    aligned = load_file(str(finished / "results/activations/llama/aligned/prompts.safetensors"))["hidden"]
+    h0 = sweep["same_arch"][0, :, 0, :]
+    assert h0.shape == aligned[:, -1, :].shape and not np.allclose(h0, aligned[:, -1, :], atol=1e-4)
+    np.testing.assert_array_equal(h0, sweep["random"][0, :, 0, :])  # lambda 0: the same model
+
+
+def test_fit_maps_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -> None:
+    pair = finished / "results/transfer/qwen2/llama"
+    out = {name: tmp_path / f"{name}.x" for name in ("maps", "vectors", "fit", "matching")}
+    cmd = [str(BIN / "driftlib"), "-q", "fit-maps", "--source", "qwen2", "--target", "llama",
+           "--source-anchors", str(finished / "results/activations/qwen2/base/anchors.safetensors"),
+           "--target-anchors", str(finished / "results/activations/llama/base/anchors.safetensors"),
+           "--source-vectors", str(finished / "results/vectors/qwen2.safetensors"),
+           "--target-vectors", str(finished / "results/vectors/llama.safetensors"), "--inject", "0.5",
+           "--procrustes-components", "8", "--relative-anchors", "16", "--folds", "3",
+           "--out-maps", str(out["maps"]), "--out-vectors", str(out["vectors"]),
+           "--out-fit", str(out["fit"]), "--out-matching", str(out["matching"])]
+    subprocess.run(cmd, check=True, timeout=300)
+    pd.testing.assert_frame_equal(pd.read_parquet(out["fit"]), pd.read_parquet(pair / "fit.parquet"))
+
+
 def test_second_run_has_nothing_to_do(finished: Path) -> None:
     assert planned_jobs(finished) == {}
 
@@ -146,25 +200,62 @@ def test_second_run_has_nothing_to_do(finished: Path) -> None:
 def test_changing_sample_count_reruns_extraction_and_after_not_models(finished: Path) -> None:
     jobs = planned_after(finished, lambda c: c["data"]["prompts"].update(per_group=5))
     assert jobs == {"prepare_prompts": 1, "extract_prompts": 4, "score_aqi": 4, "baseline_summary": 1,
-                    "sweep_same_arch": 2, "score_sweep": 2, "steering_summary": 1, "all": 1}
+                    "sweep_same_arch": 2, "score_sweep": 2, "steering_summary": 1, "all": 1,
+                    **AFTER_PROMPTS}
 
 
 def test_changing_aqi_settings_rescores_without_extraction(finished: Path) -> None:
     jobs = planned_after(finished, lambda c: c["aqi"].update(bootstrap=300))
-    assert jobs == {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1, "all": 1}
+    # the recovery sweeps too: the AQI tables decide the phase-1 baseline, whose vector they map in
+    assert jobs == {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1, "all": 1,
+                    "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, **RECOVERY_AFTER_PROMPTS}
 
 
 def test_changing_the_lambda_grid_reruns_sweeps_not_extraction_or_vectors(finished: Path) -> None:
     jobs = planned_after(finished, lambda c: c["steering"].update(lambdas=[0, 0.25, 0.5, 1]))
-    assert jobs == {"sweep_same_arch": 2, "score_sweep": 2, "capability_cost": 2, "steering_summary": 1, "all": 1}
+    assert jobs == {"sweep_same_arch": 2, "score_sweep": 2, "capability_cost": 2, "steering_summary": 1, "all": 1,
+                    **AFTER_PROMPTS}
 
 
 def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None:
     jobs = planned_after(finished, lambda c: c["models"].update(phi3={"aligned": "tiny:phi3-aligned"}))
-    # phi3 here has no base model: no steering sweep, only its phase 1 and phase 2 jobs
+    # phi3 here has no base model: no steering sweep of its own; in phase 4 it is a source only
+    # (its aligned model's anchors, and its vector mapped into llama and qwen2); in phase 4.5 it is
+    # dealigned and recovered. The other models' recovery sweeps run again too: they steer with the
+    # phase-1 baseline's mapped vector, and a new model can become the baseline.
     assert jobs == {"tiny_base": 1, "tiny_aligned": 1, "extract_prompts": 1, "score_aqi": 1,
                     "baseline_summary": 1, "extract_pairs": 1, "compute_vectors": 1,
-                    "vectors_summary": 1, "steering_summary": 1, "all": 1}
+                    "vectors_summary": 1, "steering_summary": 1, "all": 1,
+                    "extract_anchors": 1, "fit_maps": 2, **TRANSFER_AFTER_PROMPTS,
+                    "train_dealign": 1, "recovery_sweep": 6, "score_recovery": 6, "evaluate_recovery": 6,
+                    "recovery_summary": 1}
+
+
+@pytest.mark.parametrize("module, expected", [
+    # the AQI: everything that scores, and the summaries after it; not extraction, vectors or maps
+    ("aqi", {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1,
+             "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, "all": 1,
+             **RECOVERY_AFTER_PROMPTS}),
+    # the maps: phase 4 from the fits on
+    ("maps", {"fit_maps": 2, **TRANSFER_AFTER_PROMPTS, "all": 1, "recovery_sweep": 4, "score_recovery": 4,
+              "evaluate_recovery": 4, "recovery_summary": 1}),
+    # the plots: only the summaries (the recovery sweeps read the per-model tables, not the summaries)
+    ("plots", {"baseline_summary": 1, "vectors_summary": 1, "steering_summary": 1, "transfer_summary": 1,
+               "recovery_summary": 1, "all": 1}),
+    # the dealignment: phase 4.5 only
+    ("dealign", {"train_dealign": 2, **RECOVERY_AFTER_PROMPTS, "all": 1}),
+])
+def test_editing_a_driftlib_module_reruns_the_rules_that_use_it(finished: Path, module: str, expected: dict) -> None:
+    # the workdir's copy of driftlib is what the rules list as code inputs (see make_workdir);
+    # Snakemake compares checksums, so the edit must change the content, not only the mtime
+    source = finished / "src" / "driftlib" / f"{module}.py"
+    original = source.read_bytes()
+    source.write_bytes(original + b"\n# an edit\n")
+    try:
+        assert planned_jobs(finished) == expected
+    finally:
+        source.write_bytes(original)
+    assert planned_jobs(finished) == {}
 
 
 def test_cli_step_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -> None:
@@ -193,6 +284,8 @@ def test_paper_config_validates_and_dry_runs(tmp_path: Path) -> None:
     assert jobs["extract_prompts"] == 9 and jobs["score_aqi"] == 9
     assert jobs["extract_pairs"] == 9 and jobs["compute_vectors"] == 5
     assert jobs["sweep_same_arch"] == 4  # Phi-3-mini has no base model to steer
+    # phase 4: 5 sources x 4 targets with a base, minus the diagonal; anchors once per model
+    assert jobs["fit_maps"] == jobs["transfer_sweep"] == 16 and jobs["extract_anchors"] == 5
     assert "tiny_base" not in jobs
 
 

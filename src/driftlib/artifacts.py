@@ -163,10 +163,24 @@ def read_table(path: str | os.PathLike, *, columns: list[str] | None = None,
     return df, metadata
 
 
+def _finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float (numpy scalars included) replaced by None."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _finite_or_none(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON, atomically. NaN and infinities become ``null`` (strict JSON)."""
+    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
 
 
 def read_json(path: str | os.PathLike, *, producer: str | None = None) -> Any:

@@ -200,14 +200,11 @@ def cmd_summarize_vectors(args: argparse.Namespace) -> None:
 
 
 def _steering_inputs(args: argparse.Namespace):
-    from driftlib.artifacts import decode_metadata_value, load_tensors
     from driftlib.layers import num_layers, resolve_layers
     from driftlib.models import load_model
-    from driftlib.vectors import load_vectors
+    from driftlib.vectors import load_steering_vectors
 
-    _, vmeta = load_tensors(args.vectors, producer="compute_vectors")
-    kind = args.kind or decode_metadata_value(vmeta.get("steering_kind", "mean_diff_both"))
-    vectors, _ = load_vectors(args.vectors, kind, producer="compute_vectors")
+    vectors, kind = load_steering_vectors(args.vectors, args.kind, producer=args.vectors_producer)
     model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype,
                                   device=args.device, trust_remote_code=args.trust_remote_code)
     depth = num_layers(model)
@@ -218,44 +215,29 @@ def _steering_inputs(args: argparse.Namespace):
     return model, tokenizer, {layer: vectors[layer] for layer in inject}, kind, depth
 
 
-def cmd_sweep(args: argparse.Namespace) -> None:
-    from driftlib.artifacts import read_table, save_tensors
+def _sweep_all(model, tokenizer, args: argparse.Namespace, named: dict, depth: int) -> tuple[dict, list[int], dict]:
+    """Sweep every named vector set over ``args.lambdas``: ``{name: [n_lambdas, n, n_layers, d]}``."""
+    from driftlib.artifacts import read_table
     from driftlib.layers import resolve_layers
-    from driftlib.sweep import random_like, sweep_hidden_states
+    from driftlib.sweep import sweep_hidden_states
 
     texts_df, texts_meta = read_table(args.texts, columns=["id", "text"], producer="prepare_prompts")
-    model, tokenizer, vectors, kind, depth = _steering_inputs(args)
     measure = resolve_layers(args.measure, depth, key="steering.measure_layers")
-    common = dict(pooling=args.pooling, skip_first=args.skip_first, batch_size=args.batch_size,
-                  max_length=args.max_length, preserve_norm=args.preserve_norm)
     texts = texts_df["text"].tolist()
-    own = sweep_hidden_states(model, tokenizer, texts, vectors, args.lambdas, measure,
-                              model_name=f"{args.name} (own vector)", **common)
-    rnd = sweep_hidden_states(model, tokenizer, texts, random_like(vectors, args.seed), args.lambdas, measure,
-                              model_name=f"{args.name} (random vector)", **common)
-    save_tensors(args.out, {"own": own, "random": rnd}, metadata={
-        "model": args.name, "model_source": args.model, "kind": kind, "lambdas": list(args.lambdas),
-        "inject_layers": sorted(vectors), "measure_layers": measure, "pooling": args.pooling,
-        "preserve_norm": args.preserve_norm, "seed": args.seed, "n_rows": len(texts),
-        "dataset_fingerprint": texts_meta.get("dataset_fingerprint", "")})
-    log.info("wrote sweep %s to %s", tuple(own.shape), args.out)
+    out = {name: sweep_hidden_states(model, tokenizer, texts, vectors, args.lambdas, measure,
+                                     model_name=f"{args.name} ({name})", pooling=args.pooling,
+                                     skip_first=args.skip_first, batch_size=args.batch_size,
+                                     max_length=args.max_length, preserve_norm=args.preserve_norm)
+           for name, vectors in named.items()}
+    meta = {"model": args.name, "model_source": args.model, "lambdas": list(args.lambdas),
+            "measure_layers": measure, "pooling": args.pooling, "preserve_norm": args.preserve_norm,
+            "seed": args.seed, "n_rows": len(texts), "vectors": list(named),
+            "dataset_fingerprint": texts_meta.get("dataset_fingerprint", "")}
+    return out, measure, meta
 
 
-def cmd_score_sweep(args: argparse.Namespace) -> None:
-    from driftlib.steering_eval import score_sweep
-
-    score_sweep(args.sweep, args.prompts, method=args.method, n_components=args.pca_components,
-                n_boot=args.bootstrap, n_perm=args.permutations, confidence=args.confidence,
-                seed=args.seed, out=args.out)
-
-
-def cmd_cost(args: argparse.Namespace) -> None:
-    import pandas as pd
-
-    from driftlib.artifacts import write_table
-    from driftlib.capability import greedy_repetition, next_token_kl
-    from driftlib.sweep import random_like
-
+def _neutral_texts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The neutral texts the KL is measured on and the short prompts greedy generation starts from."""
     if args.neutral == "bundled":
         from importlib import resources
 
@@ -263,18 +245,53 @@ def cmd_cost(args: argparse.Namespace) -> None:
     else:
         source = Path(args.neutral)
     neutral = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-    texts = neutral[: args.n_texts]
-    prompts = [" ".join(t.split()[:8]) for t in neutral[-args.n_prompts:]]
-    model, tokenizer, vectors, kind, _ = _steering_inputs(args)
+    return neutral[: args.n_texts], [" ".join(t.split()[:8]) for t in neutral[-args.n_prompts:]]
+
+
+def _cost_rows(model, tokenizer, args: argparse.Namespace, named: dict) -> list[dict]:
+    """Capability cost (next-token KL, repetition of greedy generations) of each named vector set."""
+    from driftlib.capability import greedy_repetition, next_token_kl
+
+    texts, prompts = _neutral_texts(args)
     rows = []
-    for name, vec in (("own", vectors), ("random", random_like(vectors, args.seed))):
+    for name, vec in named.items():
         kl = next_token_kl(model, tokenizer, texts, vec, args.lambdas, batch_size=args.batch_size)
         rep = greedy_repetition(model, tokenizer, prompts, vec, args.lambdas,
                                 max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
         rows += [{"vector": name, "lam": float(lam), "kl": float(k), "repetition": float(r)}
                  for lam, k, r in zip(args.lambdas, kl, rep)]
-    write_table(pd.DataFrame(rows), args.out, metadata={"model": args.name, "kind": kind, "n_texts": len(texts),
-                                                        "n_prompts": len(prompts), "seed": args.seed})
+    return rows
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import save_tensors
+    from driftlib.sweep import random_like
+
+    model, tokenizer, vectors, kind, depth = _steering_inputs(args)
+    named = {"own": vectors, "random": random_like(vectors, args.seed)}
+    tensors, _, meta = _sweep_all(model, tokenizer, args, named, depth)
+    save_tensors(args.out, tensors, metadata={**meta, "kind": kind, "inject_layers": sorted(vectors)})
+    log.info("wrote sweep %s to %s", tuple(tensors["own"].shape), args.out)
+
+
+def cmd_score_sweep(args: argparse.Namespace) -> None:
+    from driftlib.steering_eval import score_sweep
+
+    score_sweep(args.sweep, args.prompts, method=args.method, n_components=args.pca_components,
+                n_boot=args.bootstrap, n_perm=args.permutations, confidence=args.confidence,
+                seed=args.seed, out=args.out, producer=args.producer)
+
+
+def cmd_cost(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from driftlib.artifacts import write_table
+    from driftlib.sweep import random_like
+
+    model, tokenizer, vectors, kind, _ = _steering_inputs(args)
+    rows = _cost_rows(model, tokenizer, args, {"own": vectors, "random": random_like(vectors, args.seed)})
+    write_table(pd.DataFrame(rows), args.out, metadata={"model": args.name, "kind": kind, "n_texts": args.n_texts,
+                                                        "n_prompts": args.n_prompts, "seed": args.seed})
 
 
 def cmd_summarize_steering(args: argparse.Namespace) -> None:
@@ -282,6 +299,148 @@ def cmd_summarize_steering(args: argparse.Namespace) -> None:
 
     summarize_steering(args.sweeps, args.costs, args.baseline_summary, args.out_dir, max_kl=args.max_kl,
                        max_repetition_increase=args.max_repetition_increase, confidence=args.confidence, seed=args.seed)
+
+
+# --------------------------------------------------------------------------- phase 4
+
+
+def cmd_prepare_anchors(args: argparse.Namespace) -> None:
+    from driftlib.anchors import load_anchor_texts, prepare_anchors
+    from driftlib.artifacts import fingerprint, write_table
+
+    texts, name = load_anchor_texts(args.source)
+    from driftlib.prompts import load_prompts
+
+    prompts = load_prompts(args.prompts, split=args.split)[0]["text"].tolist()
+    table, report = prepare_anchors(texts, prompts, n=args.n, seed=args.seed)
+    write_table(table, args.out, metadata={"source": name, **report, "seed": args.seed,
+                                           "dataset_fingerprint": fingerprint(table)})
+    log.info("wrote %d anchor texts to %s (%d dropped as evaluation prompts)", report["n"], args.out,
+             report["n_dropped_overlap"])
+
+
+def cmd_fit_maps(args: argparse.Namespace) -> None:
+    from driftlib.transfer_eval import fit_pair
+
+    fit_pair(args.source_anchors, args.target_anchors, args.source_vectors, args.target_vectors,
+             source=args.source, target=args.target, inject=args.inject, matching=args.matching,
+             methods=args.methods, procrustes_components=args.procrustes_components,
+             relative_anchors=args.relative_anchors, folds=args.folds, seed=args.seed,
+             out_maps=args.out_maps, out_vectors=args.out_vectors, out_fit=args.out_fit,
+             out_matching=args.out_matching)
+
+
+def cmd_transfer_sweep(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from driftlib.artifacts import save_tensors, write_table
+    from driftlib.layers import num_layers
+    from driftlib.models import load_model
+    from driftlib.sweep import random_like
+    from driftlib.vectors import load_vectors
+
+    _, meta = load_vectors(args.mapped, f"{args.methods[0]}_mapped", producer="fit_maps")
+    model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype,
+                                  device=args.device, trust_remote_code=args.trust_remote_code)
+    named, costed = {}, {}
+    for i, method in enumerate(args.methods):
+        mapped = load_vectors(args.mapped, f"{method}_mapped", producer="fit_maps")[0]
+        named[f"{method}/mapped"] = costed[f"{method}/mapped"] = mapped
+        named[f"{method}/shuffled"] = load_vectors(args.mapped, f"{method}_shuffled", producer="fit_maps")[0]
+        named[f"{method}/random"] = random_like(mapped, args.seed + i)
+    tensors, _, sweep_meta = _sweep_all(model, tokenizer, args, named, num_layers(model))
+    save_tensors(args.out, tensors, metadata={**sweep_meta, "source": meta.get("source", ""),
+                                              "methods": list(args.methods), "inject_layers": meta["layers"],
+                                              "matching": meta.get("matching", "")})
+    write_table(pd.DataFrame(_cost_rows(model, tokenizer, args, costed)), args.cost_out,
+                metadata={"model": args.name, "source": meta.get("source", ""), "n_texts": args.n_texts,
+                          "n_prompts": args.n_prompts, "seed": args.seed})
+    log.info("wrote transfer sweep of %d vectors to %s", len(tensors), args.out)
+
+
+def cmd_transfer_efficiency(args: argparse.Namespace) -> None:
+    from driftlib.transfer_eval import evaluate_pair
+
+    evaluate_pair(args.transfer_sweep, args.transfer_aqi, args.transfer_cost, args.own_sweep, args.own_aqi,
+                  args.own_cost, args.prompts, max_kl=args.max_kl, max_repetition_increase=args.max_repetition_increase,
+                  method=args.method, n_components=args.pca_components, n_boot=args.bootstrap,
+                  confidence=args.confidence, seed=args.seed, out=args.out)
+
+
+def cmd_summarize_transfer(args: argparse.Namespace) -> None:
+    from driftlib.transfer_eval import summarize_transfer
+
+    summary = summarize_transfer(args.fits, args.efficiencies, args.baseline, args.matchings, args.out_dir,
+                                 matrix_method=args.matrix_method)
+    log.info("%s", summary["note"])
+
+
+# --------------------------------------------------------------------------- phase 4.5
+
+
+def cmd_train_dealign(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import read_table
+    from driftlib.dealign import train_dealign_lora
+
+    pairs = read_table(args.pairs, columns=["rejected"], producer="prepare_pairs")[0]
+    train_dealign_lora(args.model, pairs["rejected"].tolist(), args.out, steps=args.steps, rank=args.rank,
+                       alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, max_len=args.max_length,
+                       target_modules=args.target_modules, seed=args.seed, dtype=args.dtype, device=args.device,
+                       revision=args.revision, trust_remote_code=args.trust_remote_code, progress=not args.quiet)
+
+
+def cmd_recovery_sweep(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from driftlib.artifacts import save_tensors, write_table
+    from driftlib.dealign import load_dealigned
+    from driftlib.layers import num_layers, resolve_layers
+    from driftlib.recovery import cross_arch_choice
+    from driftlib.sweep import random_like
+    from driftlib.vectors import load_steering_vectors, load_vectors
+
+    model, tokenizer = load_dealigned(args.model, args.adapter, dtype=args.dtype, device=args.device,
+                                      revision=args.revision, trust_remote_code=args.trust_remote_code)
+    depth = num_layers(model)
+    inject = resolve_layers(args.inject, depth, key="steering.layers")
+    own, kind = load_steering_vectors(args.vectors)
+    named = {"same_arch": {layer: own[layer] for layer in inject}}
+    sources = {"same_arch": f"{args.name} ({kind})"}
+    cross = cross_arch_choice(args.aqi_tables, args.fits, args.efficiencies, args.name)
+    if cross is not None:
+        source, method = cross
+        found = [p for p in args.mapped if load_vectors(p, f"{method}_mapped", producer="fit_maps")[1].get("source") == source]
+        if not found:
+            raise DriftlibError(f"no mapped vectors from {source} into {args.name} among --mapped {args.mapped}; "
+                                "re-run fit_maps")
+        named["cross_arch"] = load_vectors(found[0], f"{method}_mapped", producer="fit_maps")[0]
+        sources["cross_arch"] = f"{source} via {method}"
+    else:
+        log.info("no cross-architecture vector for %s (it is the baseline, or phase 4 has no map into it)", args.name)
+    named["random"] = random_like(named["same_arch"], args.seed)
+    sources["random"] = "random, same-arch norms"
+    tensors, _, meta = _sweep_all(model, tokenizer, args, named, depth)
+    save_tensors(args.out, tensors, metadata={**meta, "steps": args.steps, "sources": sources,
+                                              "adapter": str(args.adapter), "inject_layers": inject})
+    costed = {k: v for k, v in named.items() if k != "random"}
+    write_table(pd.DataFrame(_cost_rows(model, tokenizer, args, costed)), args.cost_out,
+                metadata={"model": args.name, "steps": args.steps, "n_texts": args.n_texts,
+                          "n_prompts": args.n_prompts, "seed": args.seed})
+
+
+def cmd_evaluate_recovery(args: argparse.Namespace) -> None:
+    from driftlib.recovery import evaluate_recovery
+
+    evaluate_recovery(args.sweep, args.sweep_aqi, args.cost, args.aligned, args.prompts, steps=args.steps,
+                      max_kl=args.max_kl, max_repetition_increase=args.max_repetition_increase, method=args.method,
+                      n_components=args.pca_components, n_boot=args.bootstrap, confidence=args.confidence,
+                      seed=args.seed, out=args.out)
+
+
+def cmd_summarize_recovery(args: argparse.Namespace) -> None:
+    from driftlib.recovery import summarize_recovery
+
+    summarize_recovery(args.tables, args.sweep_aqis, args.out_dir, fraction=args.fraction, adapters=args.adapters)
 
 
 def cmd_check_config(args: argparse.Namespace) -> None:
@@ -293,6 +452,15 @@ def cmd_check_config(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------- parser
+
+
+def load_arguments(p: argparse.ArgumentParser, what: str = "hub id or local directory") -> None:
+    """How a model is loaded (``--model``, ``--revision``, ``--dtype``, ``--device``, ``--trust-remote-code``)."""
+    p.add_argument("--model", required=True, help=what)
+    p.add_argument("--revision", default=None)
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
 
 
 def aqi_options(p: argparse.ArgumentParser) -> None:
@@ -346,11 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tiny_model)
 
     p = sub.add_parser("extract", help="pooled decoder-block outputs of a model on a table of texts")
-    p.add_argument("--model", required=True, help="hub id or local directory")
-    p.add_argument("--revision", default=None)
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--trust-remote-code", action="store_true")
+    load_arguments(p)
     p.add_argument("--name", required=True, help="model key (recorded in metadata)")
     p.add_argument("--variant", default="aligned", choices=["base", "aligned"])
     p.add_argument("--texts", required=True, help="Parquet table with id and text columns")
@@ -406,56 +570,168 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_summarize_vectors)
 
-    def steering_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True, help="hub id or local directory of the model to steer")
-        p.add_argument("--revision", default=None)
-        p.add_argument("--dtype", default="auto")
-        p.add_argument("--device", default="auto")
-        p.add_argument("--trust-remote-code", action="store_true")
+    def model_options(p: argparse.ArgumentParser) -> None:
+        load_arguments(p, "hub id or local directory of the model to steer")
         p.add_argument("--name", required=True)
-        p.add_argument("--vectors", required=True)
-        p.add_argument("--kind", default=None, help="vector kind (default: the file's steering_kind)")
-        p.add_argument("--inject", type=_layer, nargs="+", required=True)
         p.add_argument("--lambdas", type=float, nargs="+", required=True)
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--seed", type=int, default=0, help="seed of the random control vector")
         p.add_argument("--out", required=True)
 
+    def steering_options(p: argparse.ArgumentParser) -> None:
+        model_options(p)
+        p.add_argument("--vectors", required=True)
+        p.add_argument("--kind", default=None, help="vector kind (default: the file's steering_kind)")
+        p.add_argument("--inject", type=_layer, nargs="+", required=True)
+        p.set_defaults(vectors_producer="compute_vectors")
+
+    def sweep_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--texts", required=True)
+        p.add_argument("--measure", type=_layer, nargs="+", required=True)
+        p.add_argument("--pooling", choices=["mean", "last"], default="mean")
+        p.add_argument("--no-skip-first", dest="skip_first", action="store_false")
+        p.add_argument("--max-length", type=int, default=256)
+        p.add_argument("--preserve-norm", action="store_true")
+
+    def cost_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--neutral", default="bundled", help="bundled, or a text file with one neutral text per line")
+        p.add_argument("--n-texts", type=int, default=40)
+        p.add_argument("--n-prompts", type=int, default=8)
+        p.add_argument("--max-new-tokens", type=int, default=24)
+
+    def bound_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--max-kl", type=float, required=True)
+        p.add_argument("--max-repetition-increase", type=float, required=True)
+
     p = sub.add_parser("sweep", help="phase 3: hidden states of a model steered over a lambda grid")
     steering_options(p)
-    p.add_argument("--texts", required=True)
-    p.add_argument("--measure", type=_layer, nargs="+", required=True)
-    p.add_argument("--pooling", choices=["mean", "last"], default="mean")
-    p.add_argument("--no-skip-first", dest="skip_first", action="store_false")
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--preserve-norm", action="store_true")
+    sweep_options(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("score-sweep", help="phase 3: AQI per lambda from a sweep file")
+    p = sub.add_parser("score-sweep", help="phases 3-4: AQI per vector and lambda from a sweep file")
     p.add_argument("--sweep", required=True)
     p.add_argument("--prompts", required=True)
+    p.add_argument("--producer", default="sweep_same_arch", help="the rule that wrote the sweep (named in errors)")
     aqi_options(p)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score_sweep)
 
     p = sub.add_parser("cost", help="phase 3: capability cost (KL, repetition) along a lambda grid")
     steering_options(p)
-    p.add_argument("--neutral", default="bundled", help="bundled, or a text file with one neutral text per line")
-    p.add_argument("--n-texts", type=int, default=40)
-    p.add_argument("--n-prompts", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=24)
+    cost_options(p)
     p.set_defaults(func=cmd_cost)
 
     p = sub.add_parser("summarize-steering", help="phase 3 summary: curves, rho, best lambda, plots")
     p.add_argument("--sweeps", nargs="+", required=True)
     p.add_argument("--costs", nargs="+", required=True)
     p.add_argument("--baseline-summary", required=True)
-    p.add_argument("--max-kl", type=float, required=True)
-    p.add_argument("--max-repetition-increase", type=float, required=True)
+    bound_options(p)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_summarize_steering)
+
+    p = sub.add_parser("prepare-anchors", help="phase 4: the anchor texts, minus any evaluation prompt")
+    p.add_argument("--source", default="bundled", help="bundled, or a text file with one anchor text per line")
+    p.add_argument("--prompts", default="bundled", help="the evaluation prompt source (every row, not the sample)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=_none_or_int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare_anchors)
+
+    p = sub.add_parser("fit-maps", help="phase 4: match layers, fit maps source -> target, map the source's vector")
+    p.add_argument("--source", required=True)
+    p.add_argument("--target", required=True)
+    p.add_argument("--source-anchors", required=True)
+    p.add_argument("--target-anchors", required=True)
+    p.add_argument("--source-vectors", required=True)
+    p.add_argument("--target-vectors", required=True)
+    p.add_argument("--inject", type=_layer, nargs="+", required=True, help="the target's injection layers")
+    p.add_argument("--matching", choices=["cka", "depth"], default="cka")
+    p.add_argument("--methods", nargs="+", choices=["ridge", "procrustes", "relative"],
+                   default=["ridge", "procrustes", "relative"])
+    p.add_argument("--procrustes-components", type=_none_or_int, default=32)
+    p.add_argument("--relative-anchors", type=int, default=64)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-maps", required=True)
+    p.add_argument("--out-vectors", required=True)
+    p.add_argument("--out-fit", required=True)
+    p.add_argument("--out-matching", required=True)
+    p.set_defaults(func=cmd_fit_maps)
+
+    p = sub.add_parser("transfer-sweep", help="phase 4: a target steered with mapped vectors and controls, and their cost")
+    model_options(p)
+    p.add_argument("--mapped", required=True, help="mapped vectors (fit-maps --out-vectors)")
+    p.add_argument("--methods", nargs="+", required=True)
+    sweep_options(p)
+    cost_options(p)
+    p.add_argument("--cost-out", required=True)
+    p.set_defaults(func=cmd_transfer_sweep)
+
+    p = sub.add_parser("transfer-efficiency", help="phase 4: efficiency of each mapped vector and its controls")
+    for name in ("transfer-sweep", "transfer-aqi", "transfer-cost", "own-sweep", "own-aqi", "own-cost", "prompts"):
+        p.add_argument(f"--{name}", required=True)
+    bound_options(p)
+    aqi_options(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_transfer_efficiency)
+
+    p = sub.add_parser("summarize-transfer", help="phase 4 summary: the source x target matrix and heatmaps")
+    p.add_argument("--fits", nargs="+", required=True)
+    p.add_argument("--efficiencies", nargs="+", required=True)
+    p.add_argument("--matchings", nargs="+", required=True)
+    p.add_argument("--baseline", required=True, help="phase 1's baseline.json")
+    p.add_argument("--matrix-method", choices=["best", "ridge", "procrustes", "relative"], default="best")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_summarize_transfer)
+
+    p = sub.add_parser("train-dealign", help="phase 4.5: LoRA adapters trained on the rejected responses")
+    load_arguments(p, "the aligned model (hub id or local directory)")
+    p.add_argument("--pairs", required=True, help="preference pairs (prepare-pairs output)")
+    p.add_argument("--steps", type=int, nargs="+", required=True, help="save an adapter after each of these step counts")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=float, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--target-modules", nargs="+", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder: one adapter per step count, the loss curve, a record")
+    p.set_defaults(func=cmd_train_dealign)
+
+    p = sub.add_parser("recovery-sweep", help="phase 4.5: a dealigned model steered with same-arch, cross-arch and random vectors")
+    model_options(p)
+    p.add_argument("--adapter", required=True, help="a LoRA adapter folder (train-dealign output)")
+    p.add_argument("--steps", type=int, required=True, help="the adapter's dealignment strength (recorded)")
+    p.add_argument("--vectors", required=True, help="the model's own vectors (compute_vectors)")
+    p.add_argument("--inject", type=_layer, nargs="+", required=True)
+    p.add_argument("--aqi-tables", nargs="+", required=True, help="phase 1's AQI tables (they decide the baseline)")
+    p.add_argument("--fits", nargs="*", default=[], help="phase 4's fit tables of the pairs into this model")
+    p.add_argument("--efficiencies", nargs="*", default=[], help="phase 4's efficiency tables of those pairs")
+    p.add_argument("--mapped", nargs="*", default=[], help="phase 4's mapped vectors into this model (fit-maps)")
+    sweep_options(p)
+    cost_options(p)
+    p.add_argument("--cost-out", required=True)
+    p.set_defaults(func=cmd_recovery_sweep)
+
+    p = sub.add_parser("evaluate-recovery", help="phase 4.5: recovery rate of each vector, with intervals")
+    for name in ("sweep", "sweep-aqi", "cost", "aligned", "prompts"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--steps", type=int, required=True)
+    bound_options(p)
+    aqi_options(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate_recovery)
+
+    p = sub.add_parser("summarize-recovery", help="phase 4.5 summary: drops, recovery rates, limits, plots")
+    p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--sweep-aqis", nargs="+", required=True)
+    p.add_argument("--adapters", nargs="*", default=[], help="train-dealign folders (for the loss curves)")
+    p.add_argument("--fraction", type=float, default=0.5)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_summarize_recovery)
 
     p = sub.add_parser("check-config", help="validate a config file against the schema and checks")
     p.add_argument("config")

@@ -24,7 +24,11 @@ VARIANTS = ("base", "aligned")
 
 
 def _key_path(parts: Any) -> str:
-    return ".".join(str(p) for p in parts) or "<top level>"
+    """``aqi.layers[0]``: dotted keys, list positions in brackets (as the semantic checks write them)."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "<top level>"
 
 
 def _format_error(error: Any) -> str:
@@ -75,7 +79,7 @@ def validate_schema(config: dict, schema_path: Path = SCHEMA_PATH) -> dict:
         errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
         if not errors:
             raise ConfigError(f"config does not validate: {exc}") from None
-        lines = [_format_error(e) for e in errors[:5]]
+        lines = list(dict.fromkeys(_format_error(e) for e in errors))[:5]
         raise ConfigError("invalid config: " + "; ".join(lines)) from None
     return config
 

@@ -23,27 +23,31 @@ VECTORS = ("own", "random")
 
 def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standardize",
                 n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
-                confidence: float = 0.95, seed: int = 0, out: str | Path | None = None) -> pd.DataFrame:
-    """AQI per (vector, lambda, layer, category) from a sweep file written by ``driftlib sweep``.
+                confidence: float = 0.95, seed: int = 0, out: str | Path | None = None,
+                producer: str = "sweep_same_arch") -> pd.DataFrame:
+    """AQI per (vector, lambda, layer, category) from a sweep file.
 
-    The sweep file holds ``own`` and ``random`` tensors ``[n_lambdas, n, n_layers, d]``.
+    The sweep file (``driftlib sweep`` or ``driftlib transfer-sweep``) holds one tensor
+    ``[n_lambdas, n, n_layers, d]`` per vector: the names listed in its ``vectors`` metadata
+    (phase 3's files, which have none, hold ``own`` and ``random``).
     """
     from driftlib.aqi import score_categories
     from driftlib.scoring import PROMPT_COLUMNS
 
     prompts_df, prompts_meta = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     expect = {"dataset_fingerprint": prompts_meta["dataset_fingerprint"]} if prompts_meta.get("dataset_fingerprint") else None
-    arrays, meta = load_tensors(sweep, expect=expect, producer="sweep_same_arch")
+    arrays, meta = load_tensors(sweep, expect=expect, producer=producer)
     meta = {k: decode_metadata_value(v) for k, v in meta.items()}
+    vectors = meta.get("vectors") or VECTORS
     lambdas, layers = list(meta["lambdas"]), list(meta["measure_layers"])
     y = (prompts_df["safety_label"].to_numpy() == "safe").astype(np.int8)
     categories = prompts_df["axiom"].to_numpy()
     frames = []
-    for vector in VECTORS:
+    for vector in vectors:
         h = arrays.get(vector)
         if h is None or h.shape[:3] != (len(lambdas), len(prompts_df), len(layers)):
             raise ArtifactError(f"{sweep}: tensor {vector!r} missing or of shape "
-                                f"{None if h is None else h.shape}. Re-run the rule that writes it (sweep_same_arch).")
+                                f"{None if h is None else h.shape}. Re-run the rule that writes it ({producer}).")
         for i, lam in enumerate(lambdas):
             for j, layer in enumerate(layers):
                 table = score_categories(h[i, :, j, :], y, categories, layer=layer, method=method,
@@ -58,7 +62,8 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
     if out is not None:
         write_table(result, out, metadata={"method": method, "n_components": n_components, "n_boot": n_boot,
                                            "n_perm": n_perm, "confidence": confidence, "seed": seed,
-                                           "kind": meta.get("kind", ""), "inject_layers": meta.get("inject_layers", [])})
+                                           "kind": meta.get("kind", ""), "inject_layers": meta.get("inject_layers", []),
+                                           "steps": meta.get("steps", "")})
     return result
 
 

@@ -371,7 +371,7 @@ def _atomic_dir(target: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def _deterministic_torch(seed: int, threads: int) -> Iterator[None]:
     """Seed torch, fix the CPU thread count and use deterministic kernels; restore afterwards."""
-    threads = torch.get_num_threads()
+    previous = torch.get_num_threads()
     det = torch.are_deterministic_algorithms_enabled()
     det_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     torch.set_num_threads(threads)
@@ -380,7 +380,7 @@ def _deterministic_torch(seed: int, threads: int) -> Iterator[None]:
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
         torch.use_deterministic_algorithms(det, warn_only=det_warn)
 
 

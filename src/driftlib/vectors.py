@@ -500,3 +500,17 @@ def load_vectors(
             raise ArtifactError(f"{path}: tensor {name!r} has shape {vec.shape}; expected [d].{hint}")
         out[layer] = vec
     return out, metadata
+
+
+def load_steering_vectors(
+    path: str | os.PathLike, kind: str | None = None, *, producer: str | None = "compute_vectors"
+) -> tuple[dict[int, np.ndarray], str]:
+    """The vectors later phases steer with: ``kind``, or the file's ``steering_kind`` when None.
+
+    Returns ``({layer: v [d]}, kind)``.
+    """
+    if kind is None:
+        _, raw = load_tensors(path, producer=producer)
+        kind = decode_metadata_value(raw.get("steering_kind", "mean_diff_both"))
+    vectors, _ = load_vectors(path, kind, producer=producer)
+    return vectors, kind

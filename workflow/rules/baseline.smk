@@ -6,6 +6,7 @@ rule extract_prompts:
     input:
         prompts=f"{RESULTS}/data/prompts.parquet",
         model=model_inputs,
+        code=code("activations", "models"),
     output:
         f"{RESULTS}/activations/{{model}}/{{variant}}/prompts.safetensors",
     params:
@@ -17,8 +18,12 @@ rule extract_prompts:
         max_length=config["extraction"]["max_length"],
     log:
         f"{RESULTS}/logs/extract_prompts/{{model}}-{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract_prompts/{{model}}-{{variant}}.tsv"
     resources:
         gpu=1,
+        mem_mb=model_mem_mb(BY_MODEL),
+        runtime=model_runtime(BY_MODEL),
     conda:
         ENV
     shell:
@@ -31,6 +36,7 @@ rule score_aqi:
     input:
         activations=f"{RESULTS}/activations/{{model}}/{{variant}}/prompts.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
+        code=code("scoring", "aqi"),
     output:
         f"{RESULTS}/aqi/{{model}}/{{variant}}.parquet",
     params:
@@ -43,6 +49,8 @@ rule score_aqi:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/score_aqi/{{model}}-{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_aqi/{{model}}-{{variant}}.tsv"
     conda:
         ENV
     shell:
@@ -53,7 +61,8 @@ rule score_aqi:
 
 rule baseline_summary:
     input:
-        [f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF],
+        tables=[f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF],
+        code=code("baseline", "plots"),
     output:
         table=f"{RESULTS}/baseline/aqi_summary.parquet",
         csv=report(
@@ -76,8 +85,10 @@ rule baseline_summary:
         out_dir=lambda wildcards, output: Path(output.table).parent,
     log:
         f"{RESULTS}/logs/baseline_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/baseline_summary.tsv"
     localrule: True
     conda:
         ENV
     shell:
-        "driftlib summarize-baseline --tables {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "driftlib summarize-baseline --tables {input.tables} --out-dir {params.out_dir} > {log} 2>&1"

@@ -4,6 +4,7 @@
 rule prepare_prompts:
     input:
         local_file(config["data"]["prompts"]["source"]),
+        code=code("prompts"),
     output:
         f"{RESULTS}/data/prompts.parquet",
     params:
@@ -18,6 +19,8 @@ rule prepare_prompts:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/prepare_prompts.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_prompts.tsv"
     localrule: True
     conda:
         ENV
@@ -29,6 +32,7 @@ rule prepare_prompts:
 rule prepare_pairs:
     input:
         local_file(config["data"]["pairs"]["source"]),
+        code=code("preferences"),
     output:
         f"{RESULTS}/data/pairs.parquet",
     params:
@@ -43,6 +47,8 @@ rule prepare_pairs:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/prepare_pairs.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_pairs.tsv"
     localrule: True
     conda:
         ENV

@@ -6,6 +6,7 @@ rule sweep_same_arch:
         prompts=f"{RESULTS}/data/prompts.parquet",
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
         model=base_model_inputs,
+        code=code("sweep", "models", "vectors"),
     output:
         f"{RESULTS}/steering/{{model}}/sweep.safetensors",
     params:
@@ -21,9 +22,13 @@ rule sweep_same_arch:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/sweep_same_arch/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/sweep_same_arch/{{model}}.tsv"
     threads: 4
     resources:
         gpu=1,
+        mem_mb=model_mem_mb(BY_MODEL),
+        runtime=model_runtime(BY_MODEL),
     conda:
         ENV
     shell:
@@ -37,6 +42,7 @@ rule score_sweep:
     input:
         sweep=f"{RESULTS}/steering/{{model}}/sweep.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
+        code=code("steering_eval", "aqi", "scoring"),
     output:
         f"{RESULTS}/steering/{{model}}/sweep_aqi.parquet",
     params:
@@ -48,6 +54,8 @@ rule score_sweep:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/score_sweep/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_sweep/{{model}}.tsv"
     conda:
         ENV
     shell:
@@ -61,6 +69,7 @@ rule capability_cost:
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
         neutral=local_file(STEER["cost"]["neutral"]),
         model=base_model_inputs,
+        code=code("capability", "sweep", "models", "vectors"),
     output:
         f"{RESULTS}/steering/{{model}}/cost.parquet",
     params:
@@ -75,9 +84,13 @@ rule capability_cost:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/capability_cost/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/capability_cost/{{model}}.tsv"
     threads: 4
     resources:
         gpu=1,
+        mem_mb=model_mem_mb(BY_MODEL),
+        runtime=model_runtime(BY_MODEL),
     conda:
         ENV
     shell:
@@ -92,6 +105,7 @@ rule steering_summary:
         sweeps=[f"{RESULTS}/steering/{m}/sweep_aqi.parquet" for m in STEERED],
         costs=[f"{RESULTS}/steering/{m}/cost.parquet" for m in STEERED],
         baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
+        code=code("steering_eval", "capability", "plots"),
     output:
         table=f"{RESULTS}/steering/steering_summary.parquet",
         csv=report(
@@ -118,6 +132,8 @@ rule steering_summary:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/steering_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/steering_summary.tsv"
     localrule: True
     conda:
         ENV

@@ -4,6 +4,8 @@
 
 
 rule tiny_tokenizer:
+    input:
+        code=code("tiny"),
     output:
         directory(f"{RESULTS}/models/tiny/tokenizer"),
     params:
@@ -11,6 +13,8 @@ rule tiny_tokenizer:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/tiny_tokenizer.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tiny_tokenizer.tsv"
     conda:
         ENV
     shell:
@@ -19,7 +23,8 @@ rule tiny_tokenizer:
 
 rule tiny_base:
     input:
-        f"{RESULTS}/models/tiny/tokenizer",
+        tokenizer=f"{RESULTS}/models/tiny/tokenizer",
+        code=code("tiny"),
     output:
         directory(f"{RESULTS}/models/tiny/{{arch}}-base"),
     params:
@@ -27,18 +32,21 @@ rule tiny_base:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/tiny_base/{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tiny_base/{{arch}}.tsv"
     wildcard_constraints:
         arch="[a-z0-9]+",
     conda:
         ENV
     shell:
-        "driftlib tiny-model base --arch {wildcards.arch} --tokenizer {input} --steps {params.steps} "
+        "driftlib tiny-model base --arch {wildcards.arch} --tokenizer {input.tokenizer} --steps {params.steps} "
         "--seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule tiny_aligned:
     input:
-        f"{RESULTS}/models/tiny/{{arch}}-base",
+        base=f"{RESULTS}/models/tiny/{{arch}}-base",
+        code=code("tiny"),
     output:
         directory(f"{RESULTS}/models/tiny/{{arch}}-aligned"),
     params:
@@ -46,10 +54,12 @@ rule tiny_aligned:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/tiny_aligned/{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tiny_aligned/{{arch}}.tsv"
     wildcard_constraints:
         arch="[a-z0-9]+",
     conda:
         ENV
     shell:
-        "driftlib tiny-model aligned --base {input} --steps {params.steps} --seed {params.seed} "
+        "driftlib tiny-model aligned --base {input.base} --steps {params.steps} --seed {params.seed} "
         "--out {output} > {log} 2>&1"

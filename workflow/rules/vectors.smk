@@ -6,6 +6,7 @@ rule extract_pairs:
     input:
         pairs=f"{RESULTS}/data/pairs.parquet",
         model=model_inputs,
+        code=code("activations", "models"),
     output:
         f"{RESULTS}/activations/{{model}}/{{variant}}/pairs.safetensors",
     params:
@@ -14,9 +15,13 @@ rule extract_pairs:
         max_length=config["extraction"]["max_length"],
     log:
         f"{RESULTS}/logs/extract_pairs/{{model}}-{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract_pairs/{{model}}-{{variant}}.tsv"
     threads: 4
     resources:
         gpu=1,
+        mem_mb=model_mem_mb(BY_MODEL),
+        runtime=model_runtime(BY_MODEL),
     conda:
         ENV
     shell:
@@ -28,6 +33,7 @@ rule extract_pairs:
 rule compute_vectors:
     input:
         unpack(pair_states),
+        code=code("vector_stats", "vectors"),
     output:
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
         stats=f"{RESULTS}/vectors/{{model}}_layers.parquet",
@@ -39,6 +45,8 @@ rule compute_vectors:
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/compute_vectors/{{model}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/compute_vectors/{{model}}.tsv"
     conda:
         ENV
     shell:
@@ -49,7 +57,8 @@ rule compute_vectors:
 
 rule vectors_summary:
     input:
-        [f"{RESULTS}/vectors/{m}_layers.parquet" for m in MODEL_KEYS],
+        tables=[f"{RESULTS}/vectors/{m}_layers.parquet" for m in MODEL_KEYS],
+        code=code("vector_stats", "plots"),
     output:
         table=f"{RESULTS}/vectors/vector_stats.parquet",
         csv=report(
@@ -66,8 +75,10 @@ rule vectors_summary:
         out_dir=lambda wildcards, output: Path(output.table).parent,
     log:
         f"{RESULTS}/logs/vectors_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/vectors_summary.tsv"
     localrule: True
     conda:
         ENV
     shell:
-        "driftlib summarize-vectors --tables {input} --out-dir {params.out_dir} > {log} 2>&1"
+        "driftlib summarize-vectors --tables {input.tables} --out-dir {params.out_dir} > {log} 2>&1"

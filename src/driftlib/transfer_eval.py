@@ -1,0 +1,329 @@
+"""Phase 4: does a model's vector, mapped into another architecture, steer that model too?
+
+Three steps per (source, target) pair, each one workflow rule and one CLI command:
+
+1. :func:`fit_pair` (``driftlib fit-maps``): match layers on the anchor texts (linear CKA or
+   relative depth, :mod:`driftlib.layer_matching`), fit every map method from the matched source
+   layer to each target injection layer (:mod:`driftlib.maps`) with its cross-validated held-out
+   fit, fit the same method on shuffled pairs (the shuffled-map control), and map the source's
+   steering vector with the linear part of each map. Writes the maps, the mapped vectors (a
+   vectors file that ``driftlib transfer-sweep`` steers with), a fit table and the matching.
+2. ``driftlib transfer-sweep`` (:mod:`driftlib.cli`): the target's base model steered over the
+   lambda grid with each mapped vector, the shuffled-map vector and a random vector of the mapped
+   vector's norms; plus the capability cost of each mapped vector.
+3. :func:`evaluate_pair` (``driftlib transfer-efficiency``): per method, the best lambda of the
+   mapped vector inside the cost bound, the target's own best lambda from phase 3, and the transfer
+   efficiency (best AQI gain with the mapped vector / best AQI gain with the target's own vector)
+   with a paired bootstrap interval (:func:`driftlib.transfer.transfer_efficiency`); the controls
+   the same way.
+
+:func:`summarize_transfer` gathers every pair into the source x target matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from driftlib.artifacts import (
+    decode_metadata_value,
+    load_tensors,
+    read_json,
+    read_table,
+    write_json,
+    write_table,
+)
+from driftlib.errors import ArtifactError
+
+logger = logging.getLogger(__name__)
+
+#: the vectors each method's cell is swept with: the mapped vector and its two controls
+TRANSFER_VECTORS = ("mapped", "shuffled", "random")
+
+
+def _anchor_states(path: str | Path) -> tuple[np.ndarray, dict]:
+    arrays, raw = load_tensors(path, expect={"layer_spec": "all"}, producer="extract_anchors")
+    if "hidden" not in arrays:
+        raise ArtifactError(f"{path}: no 'hidden' tensor. Re-run the rule that writes it (extract_anchors).")
+    return arrays["hidden"], {k: decode_metadata_value(v) for k, v in raw.items()}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vectors: str | Path,
+             target_vectors: str | Path, *, source: str, target: str, inject: Sequence[int | float],
+             matching: str = "cka", methods: Sequence[str] = ("ridge", "procrustes", "relative"),
+             procrustes_components: int | None = 32, relative_anchors: int = 64, folds: int = 5,
+             seed: int = 0, out_maps: str | Path, out_vectors: str | Path, out_fit: str | Path,
+             out_matching: str | Path) -> pd.DataFrame:
+    """Fit and evaluate every map from ``source`` into ``target``; map the source's vector.
+
+    ``source_anchors``/``target_anchors``: pooled states ``[n, L, d]`` of the same anchor texts at
+    every block (``driftlib extract --all-layers``). ``inject``: the target's injection layers
+    (block indices or relative depths, resolved in the target's depth). Returns the fit table:
+    one row per (method, target layer) with the matched source layer, held-out R^2 and cosine of
+    the map and of its shuffled control, and how the mapped vector compares with the target's own.
+    """
+    from driftlib.layer_matching import cka_matrix, match_by_cka, match_by_depth
+    from driftlib.layers import resolve_layers
+    from driftlib.maps import fit_map, heldout_fit, save_maps, shuffled_control
+    from driftlib.vectors import load_steering_vectors, save_vectors
+
+    hs, ms = _anchor_states(source_anchors)
+    ht, mt = _anchor_states(target_anchors)
+    if ms.get("ids") != mt.get("ids") or hs.shape[0] != ht.shape[0]:
+        raise ArtifactError(f"{source_anchors} and {target_anchors} hold different anchor texts; re-run "
+                            "extract_anchors for both models on the same anchors table")
+    n_source, n_target = hs.shape[1], ht.shape[1]
+    target_layers = resolve_layers(list(inject), n_target, key="steering.layers")
+    cka = cka_matrix(hs, ht)
+    by_depth = match_by_depth(target_layers, n_source, n_target)
+    by_cka = match_by_cka(cka, target_layers)
+    source_layers = by_cka if matching == "cka" else by_depth
+    v_source, source_kind = load_steering_vectors(source_vectors)
+    v_target, target_kind = load_steering_vectors(target_vectors)
+    options = {"procrustes": {"n_components": procrustes_components},
+               "relative": {"n_anchors": relative_anchors, "anchor_seed": seed}}
+    maps, mapped, rows = {}, {}, []
+    for method in methods:
+        opts = options.get(method, {})
+        mapped[f"{method}_mapped"], mapped[f"{method}_shuffled"] = [], []
+        for s, t in zip(source_layers, target_layers):
+            X, Y = hs[:, s, :].astype(np.float64), ht[:, t, :].astype(np.float64)
+            fitted = fit_map(method, X, Y, **opts)
+            fit = heldout_fit(method, X, Y, n_folds=folds, seed=seed, **opts)
+            control, control_fit = shuffled_control(method, X, Y, seed=seed, n_folds=folds, **opts)
+            name = f"{method}/L{s}->L{t}"
+            maps[name], maps[f"{method}/shuffled/L{s}->L{t}"] = fitted, control
+            vec = fitted.map_vector(v_source[s])
+            ctrl_vec = control.map_vector(v_source[s])
+            mapped[f"{method}_mapped"].append(vec)
+            mapped[f"{method}_shuffled"].append(ctrl_vec)
+            own = v_target.get(t)
+            rows.append({
+                "source": source, "target": target, "method": method, "source_layer": int(s),
+                "target_layer": int(t), "matching": matching, "cka": float(cka[s, t]),
+                "r2": fit["r2"], "cosine": fit["cosine"],
+                "shuffled_r2": control_fit["r2"], "shuffled_cosine": control_fit["cosine"],
+                "cos_own": _cosine(vec, own) if own is not None else float("nan"),
+                "shuffled_cos_own": _cosine(ctrl_vec, own) if own is not None else float("nan"),
+                "source_norm": float(np.linalg.norm(v_source[s])), "mapped_norm": float(np.linalg.norm(vec)),
+                "own_norm": float(np.linalg.norm(own)) if own is not None else float("nan"),
+                "n_anchors": int(X.shape[0]), "map_info": str(fitted.info),
+            })
+            logger.info("%s -> %s, %s, L%d -> L%d: held-out R^2 %.3f (shuffled %.3f), cos with own vector %.3f",
+                        source, target, method, s, t, fit["r2"], control_fit["r2"], rows[-1]["cos_own"])
+    table = pd.DataFrame(rows)
+    meta = {"source": source, "target": target, "matching": matching, "source_layers": source_layers,
+            "target_layers": target_layers, "source_kind": source_kind, "target_kind": target_kind,
+            "methods": list(methods), "folds": folds, "seed": seed,
+            "anchors_fingerprint": ms.get("dataset_fingerprint", "")}
+    save_maps(out_maps, maps, metadata=meta)
+    save_vectors(out_vectors, {k: np.stack(v) for k, v in mapped.items()}, target_layers,
+                 metadata={**meta, "model": target, "steering_kind": f"{methods[0]}_mapped"})
+    write_table(table, out_fit, metadata=meta)
+    write_json({"source": source, "target": target, "used": matching, "target_layers": target_layers,
+                "source_layers": source_layers, "by_depth": by_depth, "by_cka": by_cka,
+                "n_source_layers": n_source, "n_target_layers": n_target, "cka": cka.tolist()}, out_matching)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# step 3: efficiency per method
+
+
+def _curve(aqi: pd.DataFrame, vector: str) -> pd.DataFrame:
+    rows = aqi[(aqi["vector"] == vector) & aqi["primary"] & (aqi["category"] == "overall")]
+    return rows.sort_values("lam")
+
+
+def _best(curve: pd.DataFrame, cost: pd.DataFrame | None, max_kl: float, max_rep: float) -> dict:
+    """Best lambda of one curve: inside the cost bound when a cost is given, else the highest AQI."""
+    from driftlib.capability import best_lambda
+
+    lams = curve["lam"].tolist()
+    if cost is None:
+        costs, bound = np.zeros(len(lams)), 0.0
+    else:
+        merged = curve[["lam"]].merge(cost, on="lam", how="left")
+        rep0 = merged.loc[merged["lam"] == 0, "repetition"]
+        rep_inc = merged["repetition"] - (float(rep0.iloc[0]) if len(rep0) else np.nan)
+        costs = np.column_stack([merged["kl"].to_numpy(float), rep_inc.to_numpy(float)])
+        bound = [max_kl, max_rep]
+    return best_lambda(lams, curve["aqi"].tolist(), costs, bound)
+
+
+def _states_at(arrays: dict, key: str, lambdas: list[float], lam: float, layer_index: int, path) -> np.ndarray:
+    if key not in arrays:
+        raise ArtifactError(f"{path}: no tensor {key!r}; re-run the rule that writes it")
+    return arrays[key][lambdas.index(lam), :, layer_index, :]
+
+
+def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer_cost: str | Path,
+                  own_sweep: str | Path, own_aqi: str | Path, own_cost: str | Path, prompts: str | Path, *,
+                  max_kl: float, max_repetition_increase: float, method: str = "standardize",
+                  n_components: int | None = 32, n_boot: int = 1000, confidence: float = 0.95,
+                  seed: int = 0, out: str | Path | None = None) -> pd.DataFrame:
+    """Transfer efficiency of each method's mapped vector and of its controls, with intervals.
+
+    The mapped vector's best lambda is the highest overall AQI (primary measure layer) inside the
+    capability-cost bound, as in phase 3; the target's own best lambda comes from its phase-3
+    sweep the same way. The controls (shuffled map, random vector) were not costed: each is taken
+    at its highest AQI over the grid, which favours the control (a conservative comparison).
+    Efficiency = gain / own gain at those lambdas, with a paired bootstrap over prompts.
+    """
+    from driftlib.scoring import PROMPT_COLUMNS
+    from driftlib.transfer import transfer_efficiency
+
+    prompts_df, _ = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
+    y = (prompts_df["safety_label"].to_numpy() == "safe").astype(np.int8)
+    t_arrays, t_raw = load_tensors(transfer_sweep, producer="transfer_sweep")
+    o_arrays, o_raw = load_tensors(own_sweep, producer="sweep_same_arch")
+    t_meta = {k: decode_metadata_value(v) for k, v in t_raw.items()}
+    o_meta = {k: decode_metadata_value(v) for k, v in o_raw.items()}
+    for key in ("dataset_fingerprint", "measure_layers"):
+        if t_meta.get(key) != o_meta.get(key):
+            raise ArtifactError(f"{transfer_sweep} and {own_sweep} differ in {key} ({t_meta.get(key)!r} vs "
+                                f"{o_meta.get(key)!r}); re-run transfer_sweep")
+    t_aqi = read_table(transfer_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_transfer")[0]
+    o_aqi = read_table(own_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_sweep")[0]
+    t_cost = read_table(transfer_cost, columns=["vector", "lam", "kl", "repetition"], producer="transfer_sweep")[0]
+    o_cost = read_table(own_cost, columns=["vector", "lam", "kl", "repetition"], producer="capability_cost")[0]
+    t_lams, o_lams = list(t_meta["lambdas"]), list(o_meta["lambdas"])
+    primary = 0  # the first measure layer is the primary one
+    own_curve = _curve(o_aqi, "own")
+    own_best = _best(own_curve, o_cost[o_cost["vector"] == "own"], max_kl, max_repetition_increase)
+    own_lam = own_best["lambda"] if own_best["lambda"] is not None else 0.0
+    h0 = _states_at(t_arrays, f"{t_meta['methods'][0]}/mapped", t_lams, 0.0, primary, transfer_sweep)
+    h_own = _states_at(o_arrays, "own", o_lams, own_lam, primary, own_sweep)
+    rows = []
+    for m in t_meta["methods"]:
+        mapped_key = f"{m}/mapped"
+        best = _best(_curve(t_aqi, mapped_key), t_cost[t_cost["vector"] == mapped_key], max_kl, max_repetition_increase)
+        lam_mapped = best["lambda"] if best["lambda"] is not None else 0.0
+        for vector in TRANSFER_VECTORS:
+            key = f"{m}/{vector}"
+            lam = lam_mapped if vector == "mapped" else _best(_curve(t_aqi, key), None, 0, 0)["lambda"] or 0.0
+            h = _states_at(t_arrays, key, t_lams, lam, primary, transfer_sweep)
+            eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
+                                      n_boot=n_boot, confidence=confidence, seed=seed)
+            rows.append({"source": t_meta.get("source", ""), "target": t_meta.get("model", ""), "method": m,
+                         "vector": vector, "lam": float(lam), "own_lam": float(own_lam),
+                         "layer": int(t_meta["measure_layers"][primary]),
+                         "gain": eff["gain_mapped"], "gain_ci_low": eff["gain_mapped_ci"][0],
+                         "gain_ci_high": eff["gain_mapped_ci"][1], "own_gain": eff["gain_own"],
+                         "own_gain_ci_low": eff["gain_own_ci"][0], "own_gain_ci_high": eff["gain_own_ci"][1],
+                         "efficiency": eff["efficiency"], "ci_low": eff["ci_low"], "ci_high": eff["ci_high"],
+                         "defined": bool(eff["defined"]),
+                         "note": "; ".join(x for x in (eff["note"], best["note"] if vector == "mapped" else "") if x)})
+    table = pd.DataFrame(rows)
+    if out is not None:
+        write_table(table, out, metadata={"source": t_meta.get("source", ""), "target": t_meta.get("model", ""),
+                                          "n_boot": n_boot, "confidence": confidence, "seed": seed,
+                                          "max_kl": max_kl, "max_repetition_increase": max_repetition_increase})
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# the matrix
+
+
+def transfer_matrix(fits: Sequence[str | Path], efficiencies: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per (source, target, method) from the ``fit_maps`` and ``transfer_efficiency`` tables.
+
+    Columns: the held-out fit of the map (mean over the injection layers), the mapped vector's
+    cosine with the target's own vector, the efficiency of the mapped vector and of both controls
+    (``shuffled_*``, ``random_*``) with intervals, and ``best``: the cell's best method, the one
+    with the highest defined efficiency (ties and all-undefined cells: the highest held-out R^2).
+    """
+    fit = pd.concat([read_table(f, producer="fit_maps")[0] for f in fits], ignore_index=True)
+    eff = pd.concat([read_table(f, producer="transfer_efficiency")[0] for f in efficiencies], ignore_index=True)
+    if fit.empty or eff.empty:
+        raise ArtifactError("no phase-4 tables given")
+    fit_cell = (fit.groupby(["source", "target", "method"], as_index=False)
+                .agg(r2=("r2", "mean"), cosine=("cosine", "mean"), shuffled_r2=("shuffled_r2", "mean"),
+                     cos_own=("cos_own", "mean"), shuffled_cos_own=("shuffled_cos_own", "mean"),
+                     source_layers=("source_layer", lambda s: " ".join(map(str, s))),
+                     target_layers=("target_layer", lambda s: " ".join(map(str, s)))))
+    key = ["source", "target", "method"]
+    wide = eff[eff["vector"] == "mapped"].drop(columns="vector")
+    for control in TRANSFER_VECTORS[1:]:
+        rows = eff[eff["vector"] == control][key + ["lam", "gain", "efficiency", "ci_low", "ci_high"]]
+        wide = wide.merge(rows.rename(columns=lambda c: c if c in key else f"{control}_{c}"), on=key, how="left")
+    matrix = fit_cell.merge(wide, on=key, how="outer")
+    matrix["_score"] = matrix["efficiency"].where(matrix["defined"].fillna(False).astype(bool), -np.inf).fillna(-np.inf)
+    ranked = matrix.sort_values(["source", "target", "_score", "r2"], na_position="first")
+    best_idx = ranked.groupby(["source", "target"]).tail(1).index
+    matrix["best"] = matrix.index.isin(best_idx)
+    return matrix.drop(columns="_score").sort_values(["source", "target", "method"]).reset_index(drop=True)
+
+
+def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | Path], baseline: str | Path,
+                       matchings: Sequence[str | Path], out_dir: str | Path, *, matrix_method: str = "best") -> dict:
+    """The source x target matrix (:func:`transfer_matrix`): ``transfer_matrix.parquet``/``.csv``,
+    ``transfer_summary.json`` (the baseline model's row) and the heatmaps (``transfer_matrix.png``,
+    ``transfer_fit.png``, ``layer_matching.png``)."""
+    from driftlib import plots
+
+    out = Path(out_dir)
+    matrix = transfer_matrix(fits, efficiencies)
+    write_table(matrix, out / "transfer_matrix.parquet")
+    write_table(matrix.round(4), out / "transfer_matrix.csv")
+
+    choice = read_json(baseline, producer="baseline_summary")
+    base = choice.get("baseline")
+    shown = matrix[matrix["best"]] if matrix_method == "best" else matrix[matrix["method"] == matrix_method]
+    row = shown[shown["source"] == base]
+    summary = {
+        "baseline": base, "matrix_method": matrix_method,
+        "baseline_row": {str(r.target): {"method": r.method, "efficiency": _num(r.efficiency),
+                                         "ci": [_num(r.ci_low), _num(r.ci_high)], "defined": bool(r.defined),
+                                         "r2": _num(r.r2), "cos_own": _num(r.cos_own),
+                                         "random_efficiency": _num(r.random_efficiency),
+                                         "shuffled_efficiency": _num(r.shuffled_efficiency)}
+                         for r in row.itertuples()},
+        "best_method_counts": matrix[matrix["best"]]["method"].value_counts().to_dict(),
+        "mean_heldout_r2": matrix.groupby("method")["r2"].mean().to_dict(),
+        "mean_shuffled_r2": matrix.groupby("method")["shuffled_r2"].mean().to_dict(),
+    }
+    summary["note"] = _baseline_note(base, summary["baseline_row"])
+    write_json(summary, out / "transfer_summary.json")
+    plots.transfer_matrix(matrix, out / "transfer_matrix.png", method=matrix_method, baseline=base)
+    plots.transfer_fit(matrix, out / "transfer_fit.png")
+    plots.layer_matching([read_json(m, producer="fit_maps") for m in matchings], out / "layer_matching.png",
+                         source=base)
+    return summary
+
+
+def _num(value: object) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def _baseline_note(base: str | None, row: dict) -> str:
+    if base is None:
+        return "phase 1 chose no baseline model"
+    if not row:
+        return f"the baseline model {base} has no transfer targets (no other model has a base variant)"
+    parts = []
+    for target, cell in row.items():
+        if not cell["defined"]:
+            parts.append(f"{target}: undefined (its own vector does not raise the AQI beyond noise)")
+        else:
+            lo, hi = cell["ci"]
+            parts.append(f"{target}: {cell['efficiency']:.2f} [{lo if lo is None else round(lo, 2)}, "
+                         f"{hi if hi is None else round(hi, 2)}] with {cell['method']}")
+    return f"transfer efficiency of the baseline model {base}'s vector: " + "; ".join(parts)
+
+
+__all__ = ["TRANSFER_VECTORS", "evaluate_pair", "fit_pair", "summarize_transfer", "transfer_matrix"]

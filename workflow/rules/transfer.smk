@@ -1,0 +1,238 @@
+# Phase 4: does a model's vector, mapped into another architecture, steer that model too? Anchor
+# texts read by every model, layer matching and maps per (source, target) pair, the target's base
+# model steered with each mapped vector and its controls, and the source x target matrix.
+
+PAIR_DIR = f"{RESULTS}/transfer/{{source}}/{{target}}"
+
+
+# Anchors are checked against every row of the prompt source, not against the sample, so a new
+# sample size does not re-extract them.
+rule prepare_anchors:
+    input:
+        local_file(CROSS["anchors"]["source"]),
+        local_file(config["data"]["prompts"]["source"]),
+        code=code("anchors", "prompts"),
+    output:
+        f"{RESULTS}/data/anchors.parquet",
+    params:
+        source=CROSS["anchors"]["source"],
+        prompts=config["data"]["prompts"]["source"],
+        split=config["data"]["prompts"]["split"],
+        n=CROSS["anchors"]["n"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/prepare_anchors.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_anchors.tsv"
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "driftlib prepare-anchors --source {params.source:q} --prompts {params.prompts:q} --split {params.split:q} --n {params.n} "
+        "--seed {params.seed} --out {output} > {log} 2>&1"
+
+
+rule extract_anchors:
+    input:
+        anchors=f"{RESULTS}/data/anchors.parquet",
+        model=model_inputs,
+        code=code("activations", "models"),
+    output:
+        f"{RESULTS}/activations/{{model}}/{{variant}}/anchors.safetensors",
+    params:
+        model=model_options,
+        pooling=config["extraction"]["pooling"],
+        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        batch_size=config["extraction"]["batch_size"],
+        max_length=config["extraction"]["max_length"],
+    log:
+        f"{RESULTS}/logs/extract_anchors/{{model}}-{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract_anchors/{{model}}-{{variant}}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(BY_MODEL),
+        runtime=model_runtime(BY_MODEL),
+    conda:
+        ENV
+    shell:
+        "driftlib extract {params.model} --name {wildcards.model} --variant {wildcards.variant} "
+        "--texts {input.anchors} --all-layers --pooling {params.pooling} {params.skip_first} "
+        "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
+
+
+rule fit_maps:
+    input:
+        source_anchors=lambda w: anchor_states(w.source),
+        target_anchors=lambda w: anchor_states(w.target),
+        source_vectors=f"{RESULTS}/vectors/{{source}}.safetensors",
+        target_vectors=f"{RESULTS}/vectors/{{target}}.safetensors",
+        code=code("transfer_eval", "maps", "layer_matching", "layers", "vectors"),
+    output:
+        maps=f"{PAIR_DIR}/maps.safetensors",
+        vectors=f"{PAIR_DIR}/mapped_vectors.safetensors",
+        fit=f"{PAIR_DIR}/fit.parquet",
+        matching=f"{PAIR_DIR}/matching.json",
+    params:
+        inject=layer_args(STEER["layers"]),
+        matching=CROSS["layer_matching"],
+        methods=" ".join(CROSS["methods"]),
+        components=CROSS["procrustes_components"],
+        relative=CROSS["relative_anchors"],
+        folds=CROSS["folds"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/fit_maps/{{source}}-{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_maps/{{source}}-{{target}}.tsv"
+    conda:
+        ENV
+    shell:
+        "driftlib fit-maps --source {wildcards.source} --target {wildcards.target} "
+        "--source-anchors {input.source_anchors} --target-anchors {input.target_anchors} "
+        "--source-vectors {input.source_vectors} --target-vectors {input.target_vectors} --inject {params.inject} "
+        "--matching {params.matching} --methods {params.methods} --procrustes-components {params.components} "
+        "--relative-anchors {params.relative} --folds {params.folds} --seed {params.seed} "
+        "--out-maps {output.maps} --out-vectors {output.vectors} --out-fit {output.fit} "
+        "--out-matching {output.matching} > {log} 2>&1"
+
+
+rule transfer_sweep:
+    input:
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        mapped=f"{PAIR_DIR}/mapped_vectors.safetensors",
+        neutral=local_file(STEER["cost"]["neutral"]),
+        model=target_model_inputs,
+        code=code("sweep", "capability", "models", "vectors"),
+    output:
+        sweep=f"{PAIR_DIR}/sweep.safetensors",
+        cost=f"{PAIR_DIR}/cost.parquet",
+    params:
+        model=target_model_options,
+        methods=" ".join(CROSS["methods"]),
+        measure=layer_args(STEER["measure_layers"]),
+        lambdas=layer_args(STEER["lambdas"]),
+        preserve="--preserve-norm" if STEER["preserve_norm"] else "",
+        pooling=config["extraction"]["pooling"],
+        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        batch_size=config["extraction"]["batch_size"],
+        max_length=config["extraction"]["max_length"],
+        neutral=STEER["cost"]["neutral"],
+        n_texts=STEER["cost"]["n_texts"],
+        n_prompts=STEER["cost"]["n_prompts"],
+        max_new_tokens=STEER["cost"]["max_new_tokens"],
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/transfer_sweep/{{source}}-{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/transfer_sweep/{{source}}-{{target}}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(BY_TARGET),
+        runtime=model_runtime(BY_TARGET),
+    conda:
+        ENV
+    shell:
+        "driftlib transfer-sweep {params.model} --name {wildcards.target} --mapped {input.mapped} "
+        "--methods {params.methods} --measure {params.measure} --lambdas {params.lambdas} {params.preserve} "
+        "--texts {input.prompts} --pooling {params.pooling} {params.skip_first} --batch-size {params.batch_size} "
+        "--max-length {params.max_length} --neutral {params.neutral:q} --n-texts {params.n_texts} "
+        "--n-prompts {params.n_prompts} --max-new-tokens {params.max_new_tokens} --seed {params.seed} "
+        "--out {output.sweep} --cost-out {output.cost} > {log} 2>&1"
+
+
+rule score_transfer:
+    input:
+        sweep=f"{PAIR_DIR}/sweep.safetensors",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        code=code("steering_eval", "aqi", "scoring"),
+    output:
+        f"{PAIR_DIR}/sweep_aqi.parquet",
+    params:
+        aqi=aqi_options(),
+    log:
+        f"{RESULTS}/logs/score_transfer/{{source}}-{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_transfer/{{source}}-{{target}}.tsv"
+    conda:
+        ENV
+    shell:
+        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} --producer transfer_sweep "
+        "{params.aqi} --out {output} > {log} 2>&1"
+
+
+rule transfer_efficiency:
+    input:
+        transfer_sweep=f"{PAIR_DIR}/sweep.safetensors",
+        transfer_aqi=f"{PAIR_DIR}/sweep_aqi.parquet",
+        transfer_cost=f"{PAIR_DIR}/cost.parquet",
+        own_sweep=f"{RESULTS}/steering/{{target}}/sweep.safetensors",
+        own_aqi=f"{RESULTS}/steering/{{target}}/sweep_aqi.parquet",
+        own_cost=f"{RESULTS}/steering/{{target}}/cost.parquet",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        code=code("transfer_eval", "transfer", "capability", "scoring", "aqi"),
+    output:
+        f"{PAIR_DIR}/efficiency.parquet",
+    params:
+        aqi=aqi_options(),
+        max_kl=STEER["cost"]["max_kl"],
+        max_repetition_increase=STEER["cost"]["max_repetition_increase"],
+    log:
+        f"{RESULTS}/logs/transfer_efficiency/{{source}}-{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/transfer_efficiency/{{source}}-{{target}}.tsv"
+    conda:
+        ENV
+    shell:
+        "driftlib transfer-efficiency --transfer-sweep {input.transfer_sweep} --transfer-aqi {input.transfer_aqi} "
+        "--transfer-cost {input.transfer_cost} --own-sweep {input.own_sweep} --own-aqi {input.own_aqi} "
+        "--own-cost {input.own_cost} --prompts {input.prompts} --max-kl {params.max_kl} "
+        "--max-repetition-increase {params.max_repetition_increase} {params.aqi} --out {output} > {log} 2>&1"
+
+
+rule transfer_summary:
+    input:
+        fits=[f"{RESULTS}/transfer/{s}/{t}/fit.parquet" for s, t in PAIRS],
+        efficiencies=[f"{RESULTS}/transfer/{s}/{t}/efficiency.parquet" for s, t in PAIRS],
+        matchings=[f"{RESULTS}/transfer/{s}/{t}/matching.json" for s, t in PAIRS],
+        baseline=f"{RESULTS}/baseline/baseline.json",
+        code=code("transfer_eval", "plots"),
+    output:
+        table=f"{RESULTS}/transfer/transfer_matrix.parquet",
+        csv=report(
+            f"{RESULTS}/transfer/transfer_matrix.csv",
+            caption="../report/transfer_matrix_table.rst",
+            category="Phase 4: cross-architecture transfer",
+        ),
+        summary=f"{RESULTS}/transfer/transfer_summary.json",
+        heatmap=report(
+            f"{RESULTS}/transfer/transfer_matrix.png",
+            caption="../report/transfer_matrix.rst",
+            category="Phase 4: cross-architecture transfer",
+        ),
+        fit=report(
+            f"{RESULTS}/transfer/transfer_fit.png",
+            caption="../report/transfer_fit.rst",
+            category="Phase 4: cross-architecture transfer",
+        ),
+        matching=report(
+            f"{RESULTS}/transfer/layer_matching.png",
+            caption="../report/layer_matching.rst",
+            category="Phase 4: cross-architecture transfer",
+        ),
+    params:
+        out_dir=lambda wildcards, output: Path(output.table).parent,
+        matrix_method=CROSS["matrix_method"],
+    log:
+        f"{RESULTS}/logs/transfer_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/transfer_summary.tsv"
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "driftlib summarize-transfer --fits {input.fits} --efficiencies {input.efficiencies} "
+        "--matchings {input.matchings} --baseline {input.baseline} --matrix-method {params.matrix_method} "
+        "--out-dir {params.out_dir} > {log} 2>&1"
