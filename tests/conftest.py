@@ -65,3 +65,14 @@ def tok(tok_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(tok_dir))
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """Small numerical problems on a shared, loaded CPU: threaded BLAS and OpenMP only spin (seen:
+    an SVD of 700 x 600 took 6 s with 2 threads under load, 0.17 s with 1). Modules that want it say
+    ``pytestmark = pytest.mark.usefixtures("one_blas_thread")``; restored after the module."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield

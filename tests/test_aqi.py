@@ -11,15 +11,7 @@ from sklearn.metrics import calinski_harabasz_score
 from driftlib import aqi as A
 from driftlib.errors import ConfigError, DataError, NumericsError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small problems on a shared, loaded CPU: threaded BLAS and OpenMP only spin (seen: an SVD of
-    700 x 600 took 6 s with 2 threads under load, 0.17 s with 1). Restored after this module."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 # ------------------------------------------------------------------------------------------------

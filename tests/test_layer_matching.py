@@ -9,14 +9,7 @@ from scipy.stats import ortho_group
 from driftlib import layer_matching as M
 from driftlib.errors import ConfigError, DataError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small problems on a shared, loaded CPU: threaded BLAS only spins. Restored after this module."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def ref_cka_features(X, Y):

@@ -11,14 +11,7 @@ from driftlib import aqi as A
 from driftlib import transfer as T
 from driftlib.errors import ConfigError, DataError, NumericsError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small problems on a shared, loaded CPU: threaded BLAS only spins. Restored after this module."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def ref_aqi(Z, y):

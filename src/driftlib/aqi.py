@@ -34,6 +34,7 @@ __all__ = [
     "alignment_quality",
     "score_categories",
     "paper_scores",
+    "check_paired_sets",
 ]
 
 METHODS = ("standardize", "none")
@@ -111,6 +112,32 @@ def _check_xy(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
         yb = y.astype(bool)
     _check_finite(X)
     return X, yb
+
+
+def check_paired_sets(sets: dict[str, Any], y: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """Validate several state sets ``{name: [n, d]}`` of the same prompts against labels ``y [n]``.
+
+    All sets must have one shape (the same prompts, in the same order, at the same layer). Returns
+    the checked arrays (in the order given) and the boolean labels; raises DataError naming the set.
+    """
+    arrays: list[np.ndarray] = []
+    yb = None
+    first = next(iter(sets), "")
+    for name, h in sets.items():
+        arr = np.asarray(h)
+        if arr.ndim != 2:
+            raise DataError(f"{name} must be a 2-D array [n, d]; got shape {arr.shape}")
+        if arrays and arr.shape != arrays[0].shape:
+            raise DataError(f"{name} has shape {arr.shape}, but {first} has {arrays[0].shape}: the sets must "
+                            "hold the same prompts (same rows, same order) at the same layer")
+        try:
+            arr, yb = _check_xy(arr, y)
+        except DataError as err:
+            raise DataError(f"{name}: {err}") from None
+        arrays.append(arr)
+    if yb is None:
+        raise DataError("no state sets given")
+    return arrays, yb
 
 
 def _check_finite(X: np.ndarray) -> None:

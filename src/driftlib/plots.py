@@ -223,7 +223,8 @@ def transfer_fit(matrix: pd.DataFrame, path: str | Path) -> None:
     cosine with the target's own vector, one point per (source, target) cell."""
     plt = _pyplot()
     methods = sorted(matrix["method"].unique())
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6))
+    fig.subplots_adjust(wspace=0.35)
     x = np.arange(len(methods))
     rng = np.random.default_rng(0)
     for k, m in enumerate(methods):
@@ -257,7 +258,8 @@ def layer_matching(matchings: list[dict], path: str | Path, *, source: str | Non
         ax.scatter(m["target_layers"], m["by_depth"], marker="o", facecolors="none", edgecolors="white",
                    s=40, label="depth match")
         ax.set_xlabel(f"{m['target']} block")
-        ax.set_ylabel(f"{m['source']} block")
+        if ax is axes[0][0] or m["source"] != chosen[0]["source"]:
+            ax.set_ylabel(f"{m['source']} block")
         ax.set_title(f"{m['source']} → {m['target']} (used: {m['used']})", fontsize=9)
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.colorbar(im, ax=list(axes[0]), label="linear CKA on the anchor texts")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from driftlib import aqi as _aqi
-from driftlib.errors import ConfigError, DataError
+from driftlib.errors import ConfigError
 
 __all__ = ["aqi_point", "transfer_efficiency"]
 
@@ -165,20 +165,7 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 < confidence < 1.0:
         raise ConfigError(f"confidence must lie strictly between 0 and 1; got {confidence!r}")
 
-    arrays = []
-    yb = None
-    for name, h in zip(_SETS, (h_unsteered, h_mapped, h_own)):
-        arr = np.asarray(h)
-        if arr.ndim != 2:
-            raise DataError(f"{name} must be a 2-D array [n, d]; got shape {arr.shape}")
-        if arrays and arr.shape != arrays[0].shape:
-            raise DataError(f"{name} has shape {arr.shape}, but h_unsteered has {arrays[0].shape}: all three sets "
-                            "must be the same prompts at the same layer of the target model")
-        try:
-            arr, yb = _aqi._check_xy(arr, y)
-        except DataError as err:
-            raise DataError(f"{name}: {err}") from None
-        arrays.append(arr)
+    arrays, yb = _aqi.check_paired_sets(dict(zip(_SETS, (h_unsteered, h_mapped, h_own))), y)
     n = arrays[0].shape[0]
     n_s = int(yb.sum())
     nan = float("nan")
