@@ -1,10 +1,11 @@
-"""GPU check: extraction on a random-weight model of a real 7-9B shape in bf16.
+"""GPU check: extraction and a lambda sweep on a random-weight model of a real shape in bf16.
 
 Prints, for several batch sizes, real tokens per second, the time against a bare
 ``model(**batch)`` loop over the same batches, and the model FLOPs utilisation (MFU: 2 x
 non-embedding parameters x real tokens per second / the card's dense bf16 peak). Then a lambda
 sweep against independent steered evaluations when :mod:`driftlib.sweep` is present.
 
+Shapes: Llama-3.2-1B, Llama-3.2-3B (default) and Llama-3.1-8B (``--shape``).
 Run on a GPU machine from the repository root:  PYTHONPATH=src python3 benchmarks/gpu_check.py
 Nothing is downloaded: the tokenizer is trained on the spot and the weights are random.
 """
@@ -18,6 +19,15 @@ import time
 import torch
 
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+#: real model shapes (Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B), random weights
+SHAPES = {
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8),
+    "llama-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+                     num_key_value_heads=8),
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8),
+}
 
 
 def make_tokenizer(vocab: int):
@@ -35,7 +45,7 @@ def make_tokenizer(vocab: int):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--shape", default="llama-8b", choices=["llama-8b", "llama-1b"])
+    ap.add_argument("--shape", default="llama-3b", choices=sorted(SHAPES))
     ap.add_argument("--n-texts", type=int, default=512)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--max-length", type=int, default=512)
@@ -48,12 +58,7 @@ def main() -> None:
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
     peak = next((v for k, v in PEAK_BF16.items() if k in name), 989e12)
-    if args.shape == "llama-8b":
-        cfg = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192)
-    else:
-        cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192)
+    cfg = LlamaConfig(**SHAPES[args.shape], vocab_size=128256, max_position_embeddings=8192)
     t0 = time.perf_counter()
     with torch.device(dev):
         try:
@@ -116,7 +121,12 @@ def main() -> None:
     torch.cuda.synchronize(); ti = time.perf_counter() - t
     diff = max(float(abs(swept[i] - indep[i]).max()) for i in range(len(lams)))
     scale = max(float(abs(x).max()) for x in indep)
+    sub_tokens = sum(min(len(tok(t)["input_ids"]), args.max_length) for t in sub)
+    # block passes the sweep needs: the prefix once, blocks inj..last once per lambda
+    blocks = inj + len(lams) * (last - inj + 1)
+    sweep_mfu = 2 * n_body * sub_tokens * blocks / cfg.num_hidden_layers / ts / peak
     print(f"sweep of 5 lambdas, injection at block {inj}: {ts:.2f}s vs 5 independent {ti:.2f}s (ratio {ts/ti:.2f}); "
+          f"{sub_tokens * len(lams) / ts:.0f} steered tokens/s, MFU {sweep_mfu:.1%}; "
           f"max abs diff {diff:.3g} (bf16; max |h| {scale:.3g})")
 
 
