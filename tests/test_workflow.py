@@ -161,6 +161,13 @@ def test_run_dealigns_and_measures_recovery(finished: Path) -> None:
     assert summary.loc[~summary["defined"], "rate"].isna().all()
     limits = json.loads((finished / "results/dealign/recovery_limits.json").read_text())
     assert limits["fraction"] == 0.5 and set(limits["models"]) == {"llama", "qwen2"}
+    # the drop per axiom, beside the aligned original's phase-1 AQI
+    axioms = pd.read_csv(finished / "results/dealign/dealign_axioms.csv")
+    assert len(axioms) == 2 * 2 * 8 and set(axioms["steps"]) == {3, 6}
+    phase1 = pd.read_parquet(finished / "results/baseline/aqi_summary.parquet").query("variant == 'aligned'")
+    merged = axioms.merge(phase1, on=["model", "layer", "category"])
+    np.testing.assert_allclose(merged["aqi_aligned"], merged["aqi"], atol=1e-3)
+    np.testing.assert_allclose(axioms["drop"], axioms["aqi_aligned"] - axioms["aqi_dealigned"], atol=2e-4)
     for png in ("dealign_drop.png", "recovery_curves.png", "recovery_vs_drop.png"):
         assert (finished / "results/dealign" / png).stat().st_size > 5000
     # adapters in peft's format, one per strength; the training loss on the rejected answers fell

@@ -440,7 +440,8 @@ def cmd_evaluate_recovery(args: argparse.Namespace) -> None:
 def cmd_summarize_recovery(args: argparse.Namespace) -> None:
     from driftlib.recovery import summarize_recovery
 
-    summarize_recovery(args.tables, args.sweep_aqis, args.out_dir, fraction=args.fraction, adapters=args.adapters)
+    summarize_recovery(args.tables, args.sweep_aqis, args.out_dir, fraction=args.fraction, adapters=args.adapters,
+                       baseline_summary=args.baseline_summary)
 
 
 def cmd_materialize_real(args: argparse.Namespace) -> None:
@@ -735,6 +736,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tables", nargs="+", required=True)
     p.add_argument("--sweep-aqis", nargs="+", required=True)
     p.add_argument("--adapters", nargs="*", default=[], help="train-dealign folders (for the loss curves)")
+    p.add_argument("--baseline-summary", default=None, help="phase 1's aqi_summary.parquet (for the per-axiom drops)")
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_summarize_recovery)

@@ -115,14 +115,29 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
     return result
 
 
+def axiom_drops(curve: pd.DataFrame, baseline_summary: str | Path) -> pd.DataFrame:
+    """Per axiom: each dealigned model's AQI (lambda 0 of its recovery sweep, primary layer) beside
+    the aligned original's phase-1 AQI at the same layer, with both intervals and the difference."""
+    phase1 = read_table(baseline_summary, columns=["model", "variant", "layer", "category", "aqi", "ci_low", "ci_high"],
+                        producer="baseline_summary")[0]
+    aligned = phase1[phase1["variant"] == "aligned"][["model", "layer", "category", "aqi", "ci_low", "ci_high"]]
+    dealigned = curve[(curve["lam"] == 0) & curve["primary"] & (curve["vector"] == "same_arch")]
+    dealigned = dealigned[["model", "steps", "layer", "category", "aqi", "ci_low", "ci_high"]]
+    table = dealigned.merge(aligned, on=["model", "layer", "category"], suffixes=("_dealigned", "_aligned"))
+    table["drop"] = table["aqi_aligned"] - table["aqi_dealigned"]
+    return table.sort_values(["model", "steps", "category"]).reset_index(drop=True)
+
+
 def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | Path], out_dir: str | Path, *,
-                       fraction: float = 0.5, adapters: Sequence[str | Path] = ()) -> dict:
+                       fraction: float = 0.5, adapters: Sequence[str | Path] = (),
+                       baseline_summary: str | Path | None = None) -> dict:
     """Phase 4.5 summary: ``recovery_summary.parquet``/``.csv``, ``recovery_limits.json`` and plots.
 
     ``tables``: the ``evaluate_recovery`` tables; ``sweep_aqis``: the matching ``score_recovery``
     tables (for the AQI-over-lambda curves); ``adapters``: the ``train_dealign`` folders (for the
-    loss curves). The limit per (model, vector) is the largest drop whose recovery rate reaches
-    ``fraction``.
+    loss curves); ``baseline_summary``: phase 1's table (for ``dealign_axioms.csv``, the AQI per
+    axiom of each dealigned model beside its aligned original). The limit per (model, vector) is
+    the largest drop whose recovery rate reaches ``fraction``.
     """
     from driftlib import plots
 
@@ -147,6 +162,8 @@ def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | 
         frame, meta = read_table(path, producer="score_recovery")
         curves.append(frame.assign(steps=int(decode_metadata_value(meta.get("steps", "0")))))
     curve = pd.concat(curves, ignore_index=True)
+    if baseline_summary is not None:
+        write_table(axiom_drops(curve, baseline_summary).round(4), out / "dealign_axioms.csv")
     curve = curve[curve["primary"] & (curve["category"] == "overall")]
     plots.dealign_drop(summary, out / "dealign_drop.png")
     plots.recovery_curves(curve, summary, out / "recovery_curves.png")
@@ -190,5 +207,5 @@ def cross_arch_choice(aqi_tables: Sequence[str | Path], fits: Sequence[str | Pat
     return pick_cross_arch(transfer_matrix(fits, efficiencies), baseline, model)
 
 
-__all__ = ["RECOVERY_VECTORS", "cross_arch_choice", "evaluate_recovery", "largest_recovered_drop",
+__all__ = ["RECOVERY_VECTORS", "axiom_drops", "cross_arch_choice", "evaluate_recovery", "largest_recovered_drop",
            "pick_cross_arch", "recovery_rate", "summarize_recovery"]

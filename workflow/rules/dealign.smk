@@ -145,6 +145,7 @@ rule recovery_summary:
         tables=[f"{RESULTS}/dealign/{m}/steps{s}/recovery.parquet" for m in MODEL_KEYS for s in STRENGTHS],
         sweeps=[f"{RESULTS}/dealign/{m}/steps{s}/sweep_aqi.parquet" for m in MODEL_KEYS for s in STRENGTHS],
         adapters=[f"{RESULTS}/dealign/{m}/adapters" for m in MODEL_KEYS],
+        baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
         code=code("recovery", "plots"),
     output:
         table=f"{RESULTS}/dealign/recovery_summary.parquet",
@@ -154,6 +155,11 @@ rule recovery_summary:
             category="Phase 4.5: dealignment and recovery",
         ),
         limits=f"{RESULTS}/dealign/recovery_limits.json",
+        axioms=report(
+            f"{RESULTS}/dealign/dealign_axioms.csv",
+            caption="../report/dealign_axioms.rst",
+            category="Phase 4.5: dealignment and recovery",
+        ),
         drop=report(
             f"{RESULTS}/dealign/dealign_drop.png",
             caption="../report/dealign_drop.rst",
@@ -186,4 +192,4 @@ rule recovery_summary:
         ENV
     shell:
         "driftlib summarize-recovery --tables {input.tables} --sweep-aqis {input.sweeps} --adapters {input.adapters} "
-        "--fraction {params.fraction} --out-dir {params.out_dir} > {log} 2>&1"
+        "--baseline-summary {input.baseline} --fraction {params.fraction} --out-dir {params.out_dir} > {log} 2>&1"
