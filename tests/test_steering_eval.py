@@ -70,3 +70,20 @@ def test_score_sweep_refuses_other_prompts(sweep_files):
     write_table(other, path / "other.parquet", metadata={"dataset_fingerprint": fingerprint(other)})
     with pytest.raises(ArtifactError, match="dataset_fingerprint.*sweep_same_arch"):
         score_sweep(path / "sweep.safetensors", path / "other.parquet")
+
+
+def test_best_in_bound_counts_repetition_above_lambda_zero():
+    import pandas as pd
+
+    from driftlib.steering_eval import best_in_bound
+
+    curve = pd.DataFrame({"lam": [0.0, 0.5, 1.0, 2.0], "aqi": [1.0, 3.0, 4.0, 9.0]})
+    cost = pd.DataFrame({"lam": [0.0, 0.5, 1.0, 2.0], "kl": [0.0, 0.1, 0.2, 0.9],
+                         "repetition": [0.30, 0.35, 0.55, 0.40]})
+    # lambda 2 breaks the KL bound, lambda 1 raises repetition by 0.25 > 0.2 over lambda 0's 0.30:
+    # an absolute repetition bound would have rejected lambda 0.5 (0.35) too
+    best = best_in_bound(curve, cost, 0.5, 0.2)
+    assert best["lambda"] == 0.5 and best["inside_bound"] == [True, True, False, False]
+    assert best["best_outside"]["lambda"] == 2.0
+    # an uncosted control: the highest AQI
+    assert best_in_bound(curve, None, 0.5, 0.2)["lambda"] == 2.0

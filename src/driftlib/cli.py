@@ -204,7 +204,7 @@ def _steering_inputs(args: argparse.Namespace):
     from driftlib.models import load_model
     from driftlib.vectors import load_steering_vectors
 
-    vectors, kind = load_steering_vectors(args.vectors, args.kind, producer=args.vectors_producer)
+    vectors, kind = load_steering_vectors(args.vectors, args.kind)
     model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype,
                                   device=args.device, trust_remote_code=args.trust_remote_code)
     depth = num_layers(model)
@@ -307,10 +307,9 @@ def cmd_summarize_steering(args: argparse.Namespace) -> None:
 def cmd_prepare_anchors(args: argparse.Namespace) -> None:
     from driftlib.anchors import load_anchor_texts, prepare_anchors
     from driftlib.artifacts import fingerprint, write_table
-
-    texts, name = load_anchor_texts(args.source)
     from driftlib.prompts import load_prompts
 
+    texts, name = load_anchor_texts(args.source)
     prompts = load_prompts(args.prompts, split=args.split)[0]["text"].tolist()
     table, report = prepare_anchors(texts, prompts, n=args.n, seed=args.seed)
     write_table(table, args.out, metadata={"source": name, **report, "seed": args.seed,
@@ -590,7 +589,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--vectors", required=True)
         p.add_argument("--kind", default=None, help="vector kind (default: the file's steering_kind)")
         p.add_argument("--inject", type=_layer, nargs="+", required=True)
-        p.set_defaults(vectors_producer="compute_vectors")
 
     def sweep_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--texts", required=True)

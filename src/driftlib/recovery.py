@@ -29,10 +29,6 @@ import pandas as pd
 from driftlib.artifacts import decode_metadata_value, load_tensors, read_json, read_table, write_json, write_table
 from driftlib.errors import ArtifactError
 
-#: the vectors each dealigned model is swept with
-RECOVERY_VECTORS = ("same_arch", "cross_arch", "random")
-
-
 def recovery_rate(aqi_aligned: float, aqi_dealigned: float, aqi_steered: float) -> float:
     """``(steered - dealigned) / (aligned - dealigned)``; NaN when there is no drop (``<= 0``).
 
@@ -72,7 +68,7 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
     """
     from driftlib.scoring import PROMPT_COLUMNS
     from driftlib.transfer import transfer_efficiency
-    from driftlib.transfer_eval import _best, _curve, _states_at
+    from driftlib.steering_eval import best_in_bound, overall_curve, states_at
 
     prompts_df, _ = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     y = (prompts_df["safety_label"].to_numpy() == "safe").astype(np.int8)
@@ -90,13 +86,13 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
     table = read_table(sweep_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_recovery")[0]
     costs = read_table(cost, columns=["vector", "lam", "kl", "repetition"], producer="recovery_sweep")[0]
     lambdas = list(meta["lambdas"])
-    h0 = _states_at(arrays, "same_arch", lambdas, 0.0, 0, sweep)
+    h0 = states_at(arrays, "same_arch", lambdas, 0.0, 0, sweep)
     rows = []
     for vector in meta["vectors"]:
         costed = costs[costs["vector"] == vector]
-        best = _best(_curve(table, vector), costed if len(costed) else None, max_kl, max_repetition_increase)
+        best = best_in_bound(overall_curve(table, vector), costed if len(costed) else None, max_kl, max_repetition_increase)
         lam = best["lambda"] if best["lambda"] is not None else 0.0
-        h = _states_at(arrays, vector, lambdas, lam, 0, sweep)
+        h = states_at(arrays, vector, lambdas, lam, 0, sweep)
         r = transfer_efficiency(h0, h, h_aligned, y, method=method, n_components=n_components,
                                 n_boot=n_boot, confidence=confidence, seed=seed)
         note = r["note"].replace("the target's own vector does not raise the AQI beyond noise",
@@ -207,5 +203,5 @@ def cross_arch_choice(aqi_tables: Sequence[str | Path], fits: Sequence[str | Pat
     return pick_cross_arch(transfer_matrix(fits, efficiencies), baseline, model)
 
 
-__all__ = ["RECOVERY_VECTORS", "axiom_drops", "cross_arch_choice", "evaluate_recovery", "largest_recovered_drop",
+__all__ = ["axiom_drops", "cross_arch_choice", "evaluate_recovery", "largest_recovered_drop",
            "pick_cross_arch", "recovery_rate", "summarize_recovery"]

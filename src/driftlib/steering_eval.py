@@ -67,6 +67,36 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
     return result
 
 
+def overall_curve(aqi: pd.DataFrame, vector: str) -> pd.DataFrame:
+    """One vector's rows of a ``score-sweep`` table: overall category, primary layer, by lambda."""
+    rows = aqi[(aqi["vector"] == vector) & aqi["primary"] & (aqi["category"] == "overall")]
+    return rows.sort_values("lam")
+
+
+def best_in_bound(curve: pd.DataFrame, cost: pd.DataFrame | None, max_kl: float,
+                  max_repetition_increase: float) -> dict:
+    """:func:`driftlib.capability.best_lambda` of one curve (``lam``, ``aqi``) with its cost table
+    (``lam``, ``kl``, ``repetition``): the KL bound, and repetition counted above lambda 0's. With
+    ``cost`` None (an uncosted control) every lambda is inside: the highest AQI wins."""
+    from driftlib.capability import best_lambda
+
+    lams = curve["lam"].tolist()
+    if cost is None:
+        return best_lambda(lams, curve["aqi"].tolist(), np.zeros(len(lams)), 0.0)
+    merged = curve[["lam"]].merge(cost, on="lam", how="left")
+    rep0 = merged.loc[merged["lam"] == 0, "repetition"]
+    increase = merged["repetition"] - (float(rep0.iloc[0]) if len(rep0) else np.nan)
+    costs = np.column_stack([merged["kl"].to_numpy(float), increase.to_numpy(float)])
+    return best_lambda(lams, curve["aqi"].tolist(), costs, [max_kl, max_repetition_increase])
+
+
+def states_at(arrays: dict, key: str, lambdas: list[float], lam: float, layer_index: int, path: str | Path) -> np.ndarray:
+    """Hidden states ``[n, d]`` of one swept vector at one lambda and measurement-layer index."""
+    if key not in arrays:
+        raise ArtifactError(f"{path}: no tensor {key!r}; re-run the rule that writes it")
+    return arrays[key][lambdas.index(lam), :, layer_index, :]
+
+
 def spearman_interval(lams: Sequence[float], aqi: Sequence[float], se: Sequence[float], *,
                       confidence: float = 0.95, n_draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Spearman's rho between lambda and AQI, with an interval from a parametric bootstrap.

@@ -139,33 +139,6 @@ def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vect
 # step 3: efficiency per method
 
 
-def _curve(aqi: pd.DataFrame, vector: str) -> pd.DataFrame:
-    rows = aqi[(aqi["vector"] == vector) & aqi["primary"] & (aqi["category"] == "overall")]
-    return rows.sort_values("lam")
-
-
-def _best(curve: pd.DataFrame, cost: pd.DataFrame | None, max_kl: float, max_rep: float) -> dict:
-    """Best lambda of one curve: inside the cost bound when a cost is given, else the highest AQI."""
-    from driftlib.capability import best_lambda
-
-    lams = curve["lam"].tolist()
-    if cost is None:
-        costs, bound = np.zeros(len(lams)), 0.0
-    else:
-        merged = curve[["lam"]].merge(cost, on="lam", how="left")
-        rep0 = merged.loc[merged["lam"] == 0, "repetition"]
-        rep_inc = merged["repetition"] - (float(rep0.iloc[0]) if len(rep0) else np.nan)
-        costs = np.column_stack([merged["kl"].to_numpy(float), rep_inc.to_numpy(float)])
-        bound = [max_kl, max_rep]
-    return best_lambda(lams, curve["aqi"].tolist(), costs, bound)
-
-
-def _states_at(arrays: dict, key: str, lambdas: list[float], lam: float, layer_index: int, path) -> np.ndarray:
-    if key not in arrays:
-        raise ArtifactError(f"{path}: no tensor {key!r}; re-run the rule that writes it")
-    return arrays[key][lambdas.index(lam), :, layer_index, :]
-
-
 def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer_cost: str | Path,
                   own_sweep: str | Path, own_aqi: str | Path, own_cost: str | Path, prompts: str | Path, *,
                   max_kl: float, max_repetition_increase: float, method: str = "standardize",
@@ -180,6 +153,7 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     Efficiency = gain / own gain at those lambdas, with a paired bootstrap over prompts.
     """
     from driftlib.scoring import PROMPT_COLUMNS
+    from driftlib.steering_eval import best_in_bound, overall_curve, states_at
     from driftlib.transfer import transfer_efficiency
 
     prompts_df, _ = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
@@ -198,20 +172,20 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     o_cost = read_table(own_cost, columns=["vector", "lam", "kl", "repetition"], producer="capability_cost")[0]
     t_lams, o_lams = list(t_meta["lambdas"]), list(o_meta["lambdas"])
     primary = 0  # the first measure layer is the primary one
-    own_curve = _curve(o_aqi, "own")
-    own_best = _best(own_curve, o_cost[o_cost["vector"] == "own"], max_kl, max_repetition_increase)
+    own_curve = overall_curve(o_aqi, "own")
+    own_best = best_in_bound(own_curve, o_cost[o_cost["vector"] == "own"], max_kl, max_repetition_increase)
     own_lam = own_best["lambda"] if own_best["lambda"] is not None else 0.0
-    h0 = _states_at(t_arrays, f"{t_meta['methods'][0]}/mapped", t_lams, 0.0, primary, transfer_sweep)
-    h_own = _states_at(o_arrays, "own", o_lams, own_lam, primary, own_sweep)
+    h0 = states_at(t_arrays, f"{t_meta['methods'][0]}/mapped", t_lams, 0.0, primary, transfer_sweep)
+    h_own = states_at(o_arrays, "own", o_lams, own_lam, primary, own_sweep)
     rows = []
     for m in t_meta["methods"]:
         mapped_key = f"{m}/mapped"
-        best = _best(_curve(t_aqi, mapped_key), t_cost[t_cost["vector"] == mapped_key], max_kl, max_repetition_increase)
+        best = best_in_bound(overall_curve(t_aqi, mapped_key), t_cost[t_cost["vector"] == mapped_key], max_kl, max_repetition_increase)
         lam_mapped = best["lambda"] if best["lambda"] is not None else 0.0
         for vector in TRANSFER_VECTORS:
             key = f"{m}/{vector}"
-            lam = lam_mapped if vector == "mapped" else _best(_curve(t_aqi, key), None, 0, 0)["lambda"] or 0.0
-            h = _states_at(t_arrays, key, t_lams, lam, primary, transfer_sweep)
+            lam = lam_mapped if vector == "mapped" else best_in_bound(overall_curve(t_aqi, key), None, 0, 0)["lambda"] or 0.0
+            h = states_at(t_arrays, key, t_lams, lam, primary, transfer_sweep)
             eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
                                       n_boot=n_boot, confidence=confidence, seed=seed)
             rows.append({"source": t_meta.get("source", ""), "target": t_meta.get("model", ""), "method": m,
