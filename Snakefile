@@ -26,6 +26,8 @@ include: "workflow/rules/vectors.smk"
 include: "workflow/rules/steering.smk"
 include: "workflow/rules/transfer.smk"
 include: "workflow/rules/dealign.smk"
+include: "workflow/rules/collab.smk"
+include: "workflow/rules/game.smk"
 
 
 rule all:
@@ -36,13 +38,16 @@ rule all:
         rules.steering_summary.output,
         rules.transfer_summary.output if PAIRS else [],
         rules.recovery_summary.output,
+        rules.collab_summary.output if PAIRINGS else [],
+        rules.game_summary.output if PAIRINGS else [],
 
 
 onsuccess:
     print(
         "\nalignment-drift finished. Summaries: results/baseline/ (phase 1), results/vectors/ (phase 2),"
         " results/steering/ (phase 3), results/transfer/ (phase 4),"
-        " results/dealign/ (phase 4.5)"
+        " results/dealign/ (phase 4.5), results/collab/ (phase 5),"
+        " results/game/ (phase 6)"
         "\nBuild the HTML report with: snakemake --report results/report.html"
     )
 

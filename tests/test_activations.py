@@ -309,3 +309,33 @@ def test_tokenised_once_and_batches_run_longest_first(llama: torch.nn.Module, to
     longest_first = sorted(lengths, reverse=True)
     # batches of 2 in order of decreasing length, each padded to its own longest text
     assert shapes == [(len(longest_first[i : i + 2]), longest_first[i]) for i in range(0, len(TEXTS), 2)]
+
+
+def test_token_id_rows_and_pooled_tail_spans(llama: torch.nn.Module, tokenizer: object) -> None:
+    """Rows given as token ids, pooled over their last k tokens only, in a padded batch, equal a
+    hand pool of one unpadded pass; a string row beside them is tokenised as usual."""
+    ids = [tokenizer(t)["input_ids"] for t in TEXTS[:3]]
+    spans = [2, 1, 3]
+    got = extract_hidden_states(llama, tokenizer, ids + [TEXTS[3]], [1], pooling="mean", skip_first=False,
+                                batch_size=4, pool_last=spans + [len(tokenizer(TEXTS[3])["input_ids"])],
+                                max_length=None, progress=False)
+    for row, (seq, k) in enumerate(zip(ids, spans, strict=True)):
+        captured: list[torch.Tensor] = []
+        handle = find_decoder_layers(llama)[1].register_forward_hook(
+            lambda module, args, output: captured.append(output[0] if isinstance(output, tuple) else output))
+        try:
+            with torch.no_grad():
+                llama(input_ids=torch.tensor([seq]))
+        finally:
+            handle.remove()
+        want = captured[0][0].double().numpy()[-k:].mean(axis=0)
+        np.testing.assert_allclose(got[row, 0], want, atol=1e-5, rtol=1e-4)
+    # a string row whose span is the whole text: the same as no span at all
+    plain = extract_hidden_states(llama, tokenizer, [TEXTS[3]], [1], skip_first=False, max_length=None, progress=False)
+    np.testing.assert_allclose(got[3], plain[0], atol=1e-5, rtol=1e-4)
+    with pytest.raises(DataError, match="span longer"):
+        extract_hidden_states(llama, tokenizer, ids[:1], [1], pool_last=[len(ids[0]) + 1], progress=False)
+    with pytest.raises(ConfigError, match="one positive span"):
+        extract_hidden_states(llama, tokenizer, ids[:1], [1], pool_last=[0], progress=False)
+    with pytest.raises(DataError, match="list of token ids"):
+        extract_hidden_states(llama, tokenizer, [[1.5, 2]], [1], progress=False)

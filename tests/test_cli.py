@@ -47,3 +47,19 @@ def test_bad_arguments_exit_with_usage(argv):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("agents, words", [
+    ("[{'name': 'a'}]", "not valid JSON"),
+    ('[{"name": "a"}]', "at least 'name' and 'model'"),
+])
+def test_bad_agent_lists_are_one_line_errors(tmp_path, capsys, agents, words):
+    import pandas as pd
+
+    from driftlib.artifacts import write_table
+
+    write_table(pd.DataFrame({"id": ["t"], "prompt": ["p"]}), tmp_path / "tasks.parquet")
+    code = main(["collaborate", "--agents", agents, "--tasks", str(tmp_path / "tasks.parquet"),
+                 "--out", str(tmp_path / "o.parquet")])
+    err = capsys.readouterr().err
+    assert code == 2 and words in err and "Traceback" not in err

@@ -16,7 +16,7 @@ def default(repo_root):
     return yaml.safe_load((repo_root / "config/config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml", "real-small.yaml"])
 def test_shipped_configs_are_valid(repo_root, name):
     config = load_config(repo_root / "config" / name)
     assert config["aqi"]["bootstrap"] >= 100
@@ -51,6 +51,12 @@ def test_defaults_are_filled(default):
     (lambda c: c["models"]["llama"].update(base="tiny:falcon-base"), r"models\.llama\.base: .*not a tiny-family member"),
     (lambda c: c["aqi"].update(layers=[-9]), r"aqi\.layers\[0\]: block -9 does not exist"),
     (lambda c: c.update(device="gpu"), r"device: 'gpu' does not match"),
+    (lambda c: c["models"]["llama"].update(aligned="real:llama-7b"), r"models\.llama\.aligned: 'real:llama-7b' is not a known real model"),
+    (lambda c: c["dealign"].update(models=["falcon"]), r"dealign\.models: \['falcon'\] are not model keys"),
+    (lambda c: c["collaboration"].update(pairings=[["llama", "falcon"]]), r"collaboration\.pairings\[0\]: \['falcon'\]"),
+    (lambda c: c["collaboration"].update(context_tokens=32, max_new_tokens=40), r"context_tokens \(32\) must exceed"),
+    (lambda c: c["collaboration"].update(prevention_lambda=0), r"prevention_lambda equals collaboration\.lambda"),
+    (lambda c: c["game"].update(lambdas=[1, 2]), r"game\.lambdas: \[1, 2\] has no 0"),
 ])
 def test_bad_values_are_rejected_naming_the_key(default, change, pattern):
     config = copy.deepcopy(default)
@@ -72,3 +78,10 @@ def test_lambda_grid_needs_zero(default):
     config["steering"] = {"lambdas": [0.5, 1.0]}
     with pytest.raises(ConfigError, match=r"steering\.lambdas: .*has no 0"):
         load_and_check(config)
+
+
+def test_real_small_config_runs_two_real_models_without_a_base(repo_root):
+    config = load_config(repo_root / "config/real-small.yaml")
+    assert {m["aligned"] for m in config["models"].values()} == {"real:smollm2-135m-instruct", "real:gemma3-270m"}
+    assert all(m["base"] is None for m in config["models"].values())
+    assert config["dealign"]["models"] == ["smollm2"] and config["collaboration"]["pairings"] == [["smollm2", "gemma3"]]

@@ -299,3 +299,17 @@ def test_bad_inputs_raise():
         DS.projection_drift(H, v, n_boot=0)
     with pytest.raises(ConfigError, match="confidence"):
         DS.projection_drift(H, v, confidence=1.0)
+
+
+def test_drift_interval_brackets_the_difference_and_excludes_zero_for_a_shift():
+    shifted = DS.paired_permutation_test(*paired_states(7, n=100, shift_a=1.5), n_perm=200, seed=1, n_boot=500)
+    lo, hi = shifted["ci"]
+    assert lo <= shifted["difference"] <= hi and lo > 0
+    same = DS.paired_permutation_test(*paired_states(8, n=100), n_perm=200, seed=1, n_boot=500)
+    assert same["ci"][0] < 0 < same["ci"][1]
+    # a wider coverage gives a wider interval from the same draws
+    wide = DS.paired_permutation_test(*paired_states(8, n=100), n_perm=200, seed=1, n_boot=500, confidence=0.99)
+    assert wide["ci"][0] <= same["ci"][0] and wide["ci"][1] >= same["ci"][1]
+    # identical conditions: every draw is 0
+    h, _, y = paired_states(9, n=40)
+    np.testing.assert_allclose(DS.paired_permutation_test(h, h, y, n_perm=50, n_boot=100)["ci"], [0.0, 0.0], atol=1e-9)

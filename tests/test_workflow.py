@@ -7,6 +7,7 @@ killed, so a hung job cannot hang the test run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -36,12 +37,20 @@ SMALL = {
                  "cost": {"n_texts": 6, "n_prompts": 2, "max_new_tokens": 6}},
     "cross_arch": {"anchors": {"n": 80}, "procrustes_components": 8, "relative_anchors": 16, "folds": 3},
     "dealign": {"steps": [3, 6], "batch_size": 4, "max_length": 96, "lr": 0.005},
+    "collaboration": {"n_tasks": 2, "pairings": [["llama", "qwen2"]], "rounds": 2, "seeds": [0],
+                      "max_new_tokens": 6, "context_tokens": 160, "permutations": 100},
+    "game": {"lambdas": [0, 1], "sensitivity": [0, 1, 4]},
 }
 #: the phase-4 jobs of SMALL's two (source, target) pairs that anything downstream of the prompts re-runs
 TRANSFER_AFTER_PROMPTS = {"transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1}
 #: the phase-4.5 jobs (2 models x 2 strengths) that anything downstream of the prompts re-runs
 RECOVERY_AFTER_PROMPTS = {"recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1}
-AFTER_PROMPTS = {**TRANSFER_AFTER_PROMPTS, **RECOVERY_AFTER_PROMPTS}
+#: phases 5-6 after a new scoring: SMALL's one pairing over phase 6's 2 x 2 posture grid (which holds
+#: phase 5's plain and pre-steered runs), 2 agents each, then the game
+COLLAB_AFTER_SCORING = {"score_collab": 8, "collab_summary": 1, "solve_game": 1, "game_summary": 1}
+#: ... and after new prompts: each agent's states in every run as well (not the transcripts)
+COLLAB_AFTER_PROMPTS = {"collab_states": 8, **COLLAB_AFTER_SCORING}
+AFTER_PROMPTS = {**TRANSFER_AFTER_PROMPTS, **RECOVERY_AFTER_PROMPTS, **COLLAB_AFTER_PROMPTS}
 
 
 def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
@@ -185,6 +194,49 @@ def test_run_dealigns_and_measures_recovery(finished: Path) -> None:
     np.testing.assert_array_equal(h0, sweep["random"][0, :, 0, :])  # lambda 0: the same model
 
 
+def test_run_measures_collaboration_drift_and_solves_the_game(finished: Path) -> None:
+    drift = pd.read_parquet(finished / "results/collab/drift.parquet")
+    # the 2 x 2 posture grid of phase 6, which holds phase 5's plain (0x0) and pre-steered (1x1) runs
+    assert sorted(set(drift["profile"])) == ["0x0", "0x1", "1x0", "1x1"] and len(drift) == 8
+    cond = dict(zip(drift["profile"], drift["condition"], strict=False))
+    assert cond["0x0"] == "plain" and cond["1x1"] == "prevention" and cond["0x1"] == "game"
+    assert drift["p_value"].between(0, 1).all() and (drift["drift_lo"] <= drift["drift_hi"]).all()
+    # an agent's control is its own solo run at its own lambda, shared by every profile: the same
+    # control AQI whatever the other agent does
+    llama = drift[drift["agent"] == "llama"].set_index("profile")
+    assert llama.loc["0x0", "aqi_control"] == llama.loc["0x1", "aqi_control"]
+    assert llama.loc["1x0", "aqi_control"] == llama.loc["1x1", "aqi_control"]
+    assert (llama.loc[["0x0", "0x1"], "kl"] == 0).all() and (llama.loc[["1x0", "1x1"], "kl"] > 0).all()
+    transcripts = pd.read_parquet(finished / "results/collab/llama+qwen2/0x0/transcripts.parquet")
+    # 2 tasks x 1 seed x 2 rounds x 2 agents
+    assert len(transcripts) == 8 and set(transcripts["speaker"]) == {"llama", "qwen2"}
+    solo = pd.read_parquet(finished / "results/collab/solo/llama/lam0/transcripts.parquet")
+    assert len(solo) == 8 and set(solo["speaker"]) == {"llama"}
+    for png in ("drift.png", "trajectories.png"):
+        assert (finished / "results/collab" / png).stat().st_size > 5000
+    assert (finished / "results/collab/samples/llama+qwen2__1x1.md").read_text().startswith("# llama+qwen2")
+    games = pd.read_csv(finished / "results/game/equilibria_summary.csv")
+    assert list(games["pairing"]) == ["llama+qwen2"] and games["n_equilibria"].iloc[0] >= 1
+    payoffs = pd.read_csv(finished / "results/game/llama+qwen2/payoffs.csv", dtype={"profile": str})
+    # the documented formula, from the phase-5 table, at the configured weights (all 1)
+    for _, row in payoffs.iterrows():
+        rec = drift[(drift["profile"] == row["profile"]) & (drift["agent"] == "qwen2")].iloc[0]
+        want = rec["outcome"] + rec["aqi_collab"] / 100 - rec["kl"]
+        assert row["payoff_qwen2"] == pytest.approx(want, rel=1e-5, abs=1e-9)  # CSV keeps 6 digits
+
+
+def test_changing_the_payoff_weights_solves_the_game_again_only(finished: Path) -> None:
+    jobs = planned_after(finished, lambda c: c["game"].update(weights={"alignment": 3.0}))
+    assert jobs == {"solve_game": 1, "game_summary": 1, "all": 1}
+
+
+def test_a_new_prevention_lambda_runs_only_its_profile(finished: Path) -> None:
+    jobs = planned_after(finished, lambda c: c["collaboration"].update(prevention_lambda=0.5))
+    # the run 0.5x0.5 and the agents' solo runs at 0.5; the 2 x 2 game grid is unchanged
+    assert jobs == {"collaborate": 1, "solo_run": 2, "collab_states": 2, "score_collab": 2, "collab_summary": 1,
+                    "all": 1}
+
+
 def test_fit_maps_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -> None:
     pair = finished / "results/transfer/qwen2/llama"
     out = {name: tmp_path / f"{name}.x" for name in ("maps", "vectors", "fit", "matching")}
@@ -215,25 +267,28 @@ def test_changing_aqi_settings_rescores_without_extraction(finished: Path) -> No
     jobs = planned_after(finished, lambda c: c["aqi"].update(bootstrap=300))
     # the recovery sweeps too: the AQI tables decide the phase-1 baseline, whose vector they map in
     assert jobs == {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1, "all": 1,
-                    "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, **RECOVERY_AFTER_PROMPTS}
+                    "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, **RECOVERY_AFTER_PROMPTS,
+                    **COLLAB_AFTER_SCORING}
 
 
 def test_changing_the_lambda_grid_reruns_sweeps_not_extraction_or_vectors(finished: Path) -> None:
     jobs = planned_after(finished, lambda c: c["steering"].update(lambdas=[0, 0.25, 0.5, 1]))
     assert jobs == {"sweep_same_arch": 2, "score_sweep": 2, "capability_cost": 2, "steering_summary": 1, "all": 1,
-                    **AFTER_PROMPTS}
+                    **TRANSFER_AFTER_PROMPTS, **RECOVERY_AFTER_PROMPTS}
 
 
 def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None:
     jobs = planned_after(finished, lambda c: c["models"].update(phi3={"aligned": "tiny:phi3-aligned"}))
-    # phi3 here has no base model: no steering sweep of its own; in phase 4 it is a source only
-    # (its aligned model's anchors, and its vector mapped into llama and qwen2); in phase 4.5 it is
-    # dealigned and recovered. The other models' recovery sweeps run again too: they steer with the
-    # phase-1 baseline's mapped vector, and a new model can become the baseline.
+    # phi3 here has no base model: phase 3 steers its aligned model with its contrastive vector; in
+    # phase 4 it is a source and a target (its aligned model's anchors; 4 new pairs with llama and
+    # qwen2); in phase 4.5 it is dealigned and recovered. The other models' recovery sweeps run
+    # again too: they steer with the phase-1 baseline's mapped vector, and a new model can become
+    # the baseline. It is in no pairing, so phases 5-6 do not change.
     assert jobs == {"tiny_base": 1, "tiny_aligned": 1, "extract_prompts": 1, "score_aqi": 1,
-                    "baseline_summary": 1, "extract_pairs": 1, "compute_vectors": 1,
-                    "vectors_summary": 1, "steering_summary": 1, "all": 1,
-                    "extract_anchors": 1, "fit_maps": 2, **TRANSFER_AFTER_PROMPTS,
+                    "baseline_summary": 1, "extract_pairs": 1, "compute_vectors": 1, "vectors_summary": 1,
+                    "sweep_same_arch": 1, "score_sweep": 1, "capability_cost": 1, "steering_summary": 1, "all": 1,
+                    "extract_anchors": 1, "fit_maps": 4, "transfer_sweep": 4, "score_transfer": 4,
+                    "transfer_efficiency": 4, "transfer_summary": 1,
                     "train_dealign": 1, "recovery_sweep": 6, "score_recovery": 6, "evaluate_recovery": 6,
                     "recovery_summary": 1}
 
@@ -242,13 +297,17 @@ def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None
     # the AQI: everything that scores, and the summaries after it; not extraction, vectors or maps
     ("aqi", {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1,
              "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, "all": 1,
-             **RECOVERY_AFTER_PROMPTS}),
+             **RECOVERY_AFTER_PROMPTS, **COLLAB_AFTER_SCORING}),
     # the maps: phase 4 from the fits on
     ("maps", {"fit_maps": 2, **TRANSFER_AFTER_PROMPTS, "all": 1, "recovery_sweep": 4, "score_recovery": 4,
               "evaluate_recovery": 4, "recovery_summary": 1}),
     # the plots: only the summaries (the recovery sweeps read the per-model tables, not the summaries)
     ("plots", {"baseline_summary": 1, "vectors_summary": 1, "steering_summary": 1, "transfer_summary": 1,
-               "recovery_summary": 1, "all": 1}),
+               "recovery_summary": 1, "collab_summary": 1, "solve_game": 1, "game_summary": 1, "all": 1}),
+    # the protocol: every collaboration and solo run, and what is measured on them
+    ("collaboration", {"collaborate": 4, "solo_run": 4, **COLLAB_AFTER_PROMPTS, "all": 1}),
+    # the equilibria: phase 6 only
+    ("equilibria", {"solve_game": 1, "game_summary": 1, "all": 1}),
     # the dealignment: phase 4.5 only
     ("dealign", {"train_dealign": 2, **RECOVERY_AFTER_PROMPTS, "all": 1}),
 ])
@@ -277,6 +336,21 @@ def test_cli_step_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -
                                   pd.read_parquet(finished / "results/aqi/llama/aligned.parquet"))
 
 
+def test_collaboration_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -> None:
+    """The same transcripts from the command line as from the rule (one agent steered: 0x1)."""
+    agents = [{"name": m, "model": str(finished / f"results/models/tiny/{m}-aligned"), "lam": lam,
+               "vectors": str(finished / f"results/vectors/{m}.safetensors"), "dtype": "auto"}
+              for m, lam in (("llama", 0.0), ("qwen2", 1.0))]
+    out = tmp_path / "by_hand.parquet"
+    cmd = [str(BIN / "driftlib"), "-q", "collaborate", "--agents", json.dumps(agents),
+           "--tasks", str(finished / "results/collab/tasks.parquet"), "--inject", "0.5", "--rounds", "2",
+           "--seeds", "0", "--max-new-tokens", "6", "--temperature", "0.7", "--top-p", "0.95",
+           "--context-tokens", "160", "--batch-size", "8", "--out", str(out)]
+    subprocess.run(cmd, check=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    pd.testing.assert_frame_equal(pd.read_parquet(out),
+                                  pd.read_parquet(finished / "results/collab/llama+qwen2/0x1/transcripts.parquet"))
+
+
 def test_lint_is_clean(tmp_path: Path) -> None:
     workdir = make_workdir(tmp_path, SMALL)
     out = run_snakemake(workdir, "--lint").stdout
@@ -290,10 +364,25 @@ def test_paper_config_validates_and_dry_runs(tmp_path: Path) -> None:
     # 4 families with base + instruct, Phi-3 mini instruct only; no tiny models are merged in
     assert jobs["extract_prompts"] == 9 and jobs["score_aqi"] == 9
     assert jobs["extract_pairs"] == 9 and jobs["compute_vectors"] == 5
-    assert jobs["sweep_same_arch"] == 4  # Phi-3-mini has no base model to steer
-    # phase 4: 5 sources x 4 targets with a base, minus the diagonal; anchors once per model
-    assert jobs["fit_maps"] == jobs["transfer_sweep"] == 16 and jobs["extract_anchors"] == 5
+    assert jobs["sweep_same_arch"] == 5  # Phi-3-mini, without a base, steered itself
+    # phase 4: 5 sources x 5 targets minus the diagonal; anchors once per model
+    assert jobs["fit_maps"] == jobs["transfer_sweep"] == 20 and jobs["extract_anchors"] == 5
     assert "tiny_base" not in jobs
+    # phase 5/6: pairs of 2, 2 and 3 agents over a grid of 3 postures: 9 + 9 + 27 runs; each agent's
+    # solo control once per posture (5 agents x 3)
+    assert jobs["collaborate"] == 45 and jobs["solo_run"] == 15 and jobs["solve_game"] == 3
+
+
+def test_real_small_config_validates_and_dry_runs(tmp_path: Path) -> None:
+    """The real-weights config plans every phase (the packages are only needed to run it)."""
+    workdir = make_workdir(tmp_path, SMALL)
+    shutil.copy(REPO / "config/real-small.yaml", workdir / "config/real-small.yaml")
+    jobs = planned_jobs(workdir, "--configfile", "config/real-small.yaml")
+    assert jobs["materialize_real"] == 2 and "tiny_base" not in jobs
+    # no base variants: both models are steered themselves, and each is the other's phase-4 target
+    assert jobs["sweep_same_arch"] == 2 and jobs["fit_maps"] == jobs["transfer_sweep"] == 2
+    assert jobs["train_dealign"] == 1 and jobs["recovery_sweep"] == 2  # SmolLM2-Instruct only, 2 strengths
+    assert jobs["collaborate"] == 4 and jobs["solve_game"] == 1
 
 
 @pytest.mark.parametrize("change, words", [
@@ -306,6 +395,9 @@ def test_paper_config_validates_and_dry_runs(tmp_path: Path) -> None:
     (lambda c: c["steering"].update(lambdas=[0, 0.5, 0.5]), ["steering.lambdas", "non-unique"]),
     (lambda c: c["steering"].update(layers=[1.0]), ["steering.measure_layers", "is not after"]),
     (lambda c: c["steering"].update(measure_layers=[0.75]), ["steering.measure_layers[0]", "not in aqi.layers"]),
+    (lambda c: c["collaboration"].update(pairings=[["llama", "mistral"]]), ["collaboration.pairings[0]", "mistral"]),
+    (lambda c: c["collaboration"].update(rounds=1), ["collaboration.rounds", "minimum"]),
+    (lambda c: c["game"].update(lambdas=[0.5, 1]), ["game.lambdas", "no 0"]),
 ])
 def test_bad_config_is_rejected_naming_the_key(tmp_path: Path, change, words) -> None:
     config = yaml.safe_load(yaml.safe_dump(SMALL))

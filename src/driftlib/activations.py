@@ -160,6 +160,35 @@ def _tokenise(
     return [list(ids) for ids in encoded["input_ids"]]
 
 
+def _is_id_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in value
+    )
+
+
+def _token_ids(
+    tokenizer: object, texts: list, max_length: int | None, truncation_side: str
+) -> list[list[int]]:
+    """Token ids per row: strings tokenised, id lists taken as they are; both truncated alike."""
+    strings = [row for row, text in enumerate(texts) if isinstance(text, str)]
+    out: list[list[int]] = [[] if isinstance(text, str) else [int(t) for t in text] for text in texts]
+    if strings:
+        for row, seq in zip(strings, _tokenise(tokenizer, [texts[r] for r in strings], max_length, truncation_side)):
+            out[row] = seq
+    if max_length is not None:
+        for row, seq in enumerate(out):
+            if len(seq) > max_length:
+                out[row] = seq[len(seq) - max_length :] if truncation_side == "left" else seq[:max_length]
+    return out
+
+
+def _tail_mask(mask: torch.Tensor, spans: list[int]) -> torch.Tensor:
+    """``mask`` restricted to each row's last ``spans[i]`` positions (left padding: the right end)."""
+    length = mask.shape[1]
+    start = torch.tensor([length - k for k in spans], dtype=torch.long)
+    return mask * (torch.arange(length)[None, :] >= start[:, None]).to(mask.dtype)
+
+
 def _left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``input_ids [b, t]`` and ``attention_mask [b, t]`` (int64), padded on the left to the longest."""
     length = max(len(s) for s in seqs)
@@ -191,7 +220,7 @@ def _free_device_memory() -> None:
 def extract_hidden_states(
     model: torch.nn.Module,
     tokenizer: object,
-    texts: Sequence[str],
+    texts: Sequence[str | Sequence[int]],
     layers: LayerSpec,
     *,
     pooling: PoolingMethod = "mean",
@@ -201,6 +230,7 @@ def extract_hidden_states(
     truncation_side: str = "left",
     progress: bool = True,
     model_name: str | None = None,
+    pool_last: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Pooled decoder-block outputs of ``texts``: ``[n, len(layers), d]`` float32, in the order of ``texts``.
 
@@ -208,7 +238,8 @@ def extract_hidden_states(
         model: a causal LM (or a bare base model) whose blocks :func:`~driftlib.layers.find_decoder_layers` finds.
         tokenizer: its tokenizer. Not modified: its padding and truncation sides are set for the
             tokenise call and restored; padding uses its pad token, else eos.
-        texts: ``n`` strings.
+        texts: ``n`` strings, or token-id lists used as they are (no tokenisation, no special
+            tokens added; truncated like a text). The two may be mixed.
         layers: block indices or relative depths, resolved by :func:`~driftlib.layers.resolve_layers`;
             axis 1 of the result follows the *resolved* order (sorted, unique).
         pooling: ``"mean"`` over real tokens or ``"last"`` real token (see :mod:`driftlib.pooling`).
@@ -219,6 +250,10 @@ def extract_hidden_states(
             at the end, so right truncation can make chosen and rejected identical).
         progress: show a tqdm bar over texts.
         model_name: named in errors and on the progress bar.
+        pool_last: per text, how many of its last tokens to pool over (``None``: all of its real
+            tokens). The whole text is still run (the span attends to everything before it); only
+            the pooling is restricted, e.g. to an evaluation prompt after a long context. For mean
+            pooling ``skip_first`` then applies to the span's first token; pass False.
 
     Returns:
         ``np.ndarray [n, len(resolved layers), d]`` float32; row ``i`` belongs to ``texts[i]``.
@@ -246,8 +281,12 @@ def extract_hidden_states(
         raise DataError("texts: got one string; pass a sequence of texts")
     texts = list(texts)
     for row, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise DataError(f"texts: row {row} is {type(text).__name__}, not a string")
+        if not isinstance(text, str) and not _is_id_list(text):
+            raise DataError(f"texts: row {row} is {type(text).__name__}, not a string or a list of token ids")
+    if pool_last is not None:
+        pool_last = [int(k) for k in pool_last]
+        if len(pool_last) != len(texts) or any(k < 1 for k in pool_last):
+            raise ConfigError(f"pool_last: give one positive span length per text ({len(texts)} texts)")
 
     name = model_name or getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
     indices = resolve_layers(layers, len(find_decoder_layers(model)))
@@ -256,7 +295,11 @@ def extract_hidden_states(
     if n == 0:
         return np.empty((0, len(indices), _hidden_size(model)), dtype=np.float32)
 
-    ids = _tokenise(tokenizer, texts, max_length, truncation_side)
+    ids = _token_ids(tokenizer, texts, max_length, truncation_side)
+    if pool_last is not None:
+        long = [row for row, k in enumerate(pool_last) if k > len(ids[row])]
+        if long:
+            raise DataError(f"pool_last: rows {long[:20]} ask for a span longer than the (truncated) text")
     empty = [row for row, seq in enumerate(ids) if not seq]
     if empty:
         raise DataError(f"texts: rows {empty[:20]} tokenise to no tokens (empty texts?); drop them before extraction")
@@ -276,13 +319,15 @@ def extract_hidden_states(
         pooled[layer] = pool(hidden, mask_now[0], pooling, skip_first=skip_first, check=False)
 
     def run(rows: list[int]) -> torch.Tensor:
-        input_ids, mask = (_to_device(t, device) for t in _left_pad([ids[row] for row in rows], pad_id))
+        input_ids, mask = _left_pad([ids[row] for row in rows], pad_id)
+        pool_mask = mask if pool_last is None else _tail_mask(mask, [pool_last[row] for row in rows])
+        input_ids, mask, pool_mask = (_to_device(t, device) for t in (input_ids, mask, pool_mask))
         kwargs: dict[str, object] = {"input_ids": input_ids, "attention_mask": mask}
         if "position_ids" in named_args:
             kwargs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
         if "use_cache" in named_args:
             kwargs["use_cache"] = False
-        mask_now[:] = [mask]
+        mask_now[:] = [pool_mask]
         pooled.clear()
         try:
             model(**kwargs)

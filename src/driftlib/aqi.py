@@ -389,6 +389,49 @@ def _bootstrap_xb(Z: np.ndarray, n_s: int, c_s: np.ndarray, c_u: np.ndarray, rn:
     return out
 
 
+def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[list[float], int]:
+    """Percentile interval ``[lo, hi]`` of the finite ``draws``; also the number of finite draws."""
+    t = draws[np.isfinite(draws)]
+    if t.size == 0:
+        return [float("nan"), float("nan")], 0
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(t, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return [float(lo), float(hi)], int(t.size)
+
+
+def paired_bootstrap_xb(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n_s: int, n_boot: int,
+                        rng_s: np.random.Generator, rng_u: np.random.Generator) -> np.ndarray:
+    """XB of every set under the same ``n_boot`` within-class resamples: ``[n_sets, n_boot]``.
+
+    Each set is ``(Zc [n, k], c_s [k], c_u [k], rn [n])`` as from ``_two_class_moments`` (rows
+    about their class centroid, safe rows first). One block of multinomial counts (safe and unsafe
+    class, class sizes fixed) is drawn and applied to all sets, so the draws are paired; the
+    algebra is that of ``aqi._bootstrap_xb`` (centroid shift ``w @ Zc / n_class``, within sum
+    ``w @ rn - n_class ||shift||^2``), and with the same generators the counts are the ones
+    ``alignment_quality`` draws.
+    """
+    n = sets[0][0].shape[0]
+    n_u = n - n_s
+    ps, pu = np.full(n_s, 1.0 / n_s), np.full(n_u, 1.0 / n_u)
+    out = np.empty((len(sets), n_boot))
+    width = max(n_s, n_u, *(Zc.shape[1] for Zc, _, _, _ in sets))
+    step = _block_rows(width)
+    for start in range(0, n_boot, step):
+        b = min(step, n_boot - start)
+        ws = rng_s.multinomial(n_s, ps, size=b).astype(np.float64)
+        wu = rng_u.multinomial(n_u, pu, size=b).astype(np.float64)
+        for i, (Zc, c_s, c_u, rn) in enumerate(sets):
+            ds = ws @ Zc[:n_s]
+            ds /= n_s
+            du = wu @ Zc[n_s:]
+            du /= n_u
+            W = ws @ rn[:n_s] - n_s * _sumsq_rows(ds) + wu @ rn[n_s:] - n_u * _sumsq_rows(du)
+            diff = ds - du
+            diff += c_s - c_u
+            out[i, start:start + b] = _xb_from(W, _sumsq_rows(diff), n)
+    return out
+
+
 def _null_xb(Z: np.ndarray, n_s: int, c_s: np.ndarray, c_u: np.ndarray, T: float, n_perm: int,
              rng: np.random.Generator) -> np.ndarray:
     """XB after ``n_perm`` label shuffles (class sizes kept), vectorised: ``[n_perm]``.

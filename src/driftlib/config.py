@@ -102,7 +102,13 @@ def check_semantics(config: dict) -> None:
     """Checks the schema cannot express. Raises ConfigError naming the key."""
     from driftlib.tiny import TINY_ARCHS
 
+    from driftlib.real_models import REAL_MODELS, real_member
+
     for key, variant, path in iter_model_variants(config):
+        real = real_member(path)
+        if real is not None and real not in REAL_MODELS:
+            raise ConfigError(f"models.{key}.{variant}: {path!r} is not a known real model; use real:<name> with "
+                              f"name one of {sorted(REAL_MODELS)}")
         member = tiny_member(path)
         if member is None:
             continue
@@ -154,6 +160,36 @@ def check_semantics(config: dict) -> None:
                 f"{max(floats)} (steering.layers); the AQI is shift-invariant, so steering is invisible "
                 "at or before the layer where the vector is added"
             )
+    _check_dealign(config)
+    _check_collaboration(config)
+
+
+def _check_dealign(config: dict) -> None:
+    unknown = [m for m in config["dealign"]["models"] or [] if m not in config["models"]]
+    if unknown:
+        raise ConfigError(f"dealign.models: {unknown} are not model keys (models: {list(config['models'])})")
+
+
+def _check_collaboration(config: dict) -> None:
+    """Phase 5/6: pairings name configured models; the postures include "no steering"."""
+    collab = config["collaboration"]
+    models = list(config["models"])
+    for i, pairing in enumerate(collab["pairings"]):
+        unknown = [m for m in pairing if m not in models]
+        if unknown:
+            raise ConfigError(f"collaboration.pairings[{i}]: {unknown} are not model keys (models: {models})")
+        bad = [m for m in pairing if "+" in m or "/" in m]
+        if bad:
+            raise ConfigError(f"collaboration.pairings[{i}]: model keys {bad} hold '+' or '/', which pairing names use")
+    if collab["context_tokens"] <= collab["max_new_tokens"]:
+        raise ConfigError(f"collaboration.context_tokens ({collab['context_tokens']}) must exceed "
+                          f"collaboration.max_new_tokens ({collab['max_new_tokens']})")
+    if collab["prevention_lambda"] is not None and collab["prevention_lambda"] == collab["lambda"]:
+        raise ConfigError(f"collaboration.prevention_lambda equals collaboration.lambda ({collab['lambda']}): "
+                          "the pre-steered runs would be the plain runs; use another value or null")
+    if 0 not in config["game"]["lambdas"]:
+        raise ConfigError(f"game.lambdas: {config['game']['lambdas']} has no 0; 'no steering' is the posture "
+                          "every other one is compared with")
 
 
 def _check_injection_before_measurement(config: dict, depth: int, where: str) -> None:

@@ -202,9 +202,32 @@ def _pooled_differences(U: np.ndarray, yb: np.ndarray, coins: np.ndarray) -> np.
     return out
 
 
+def _pooled_interval(U: np.ndarray, yb: np.ndarray, T: float, n_boot: int, confidence: float,
+                     seed: int) -> list[float]:
+    """Bias-corrected percentile interval of ``T = AQI(a) - AQI(b)`` in the pooled features
+    ``U [2 n, k]`` under a paired within-class bootstrap (:func:`driftlib.aqi.paired_bootstrap_xb`,
+    the same rows for a and b). Resampling duplicates rows, which inflates each set's separation by
+    an amount that grows with it, so the draws of a difference are biased; the BC interval (as
+    ``alignment_quality``'s) corrects for that shift."""
+    n = yb.shape[0]
+    n_s = int(yb.sum())
+    order = np.argsort(~yb, kind="stable")
+    sets = []
+    for part in (U[:n], U[n:]):
+        Z = np.array(part[order], dtype=np.float64)  # a copy: the moments centre it in place
+        c_s, c_u, rn = _aqi._two_class_moments(Z, n_s)
+        sets.append((Z, c_s, c_u, rn))
+    ss_s, ss_u = np.random.SeedSequence([seed, 1]).spawn(2)
+    xb = _aqi.paired_bootstrap_xb(sets, n_s, n_boot, np.random.default_rng(ss_s), np.random.default_rng(ss_u))
+    boot = np.asarray(_aqi.aqi_from_xb(xb, n_s / n, n))
+    lo, hi = _aqi._bc_interval(boot[0] - boot[1], T, confidence)
+    return [lo, hi]
+
+
 def paired_permutation_test(h_a: Any, h_b: Any, y: Any, *, n_perm: int = 1000, method: str = "standardize",
                             n_components: int | None = 32, seed: int = 0,
-                            alternative: str = "two-sided") -> dict[str, Any]:
+                            alternative: str = "two-sided", n_boot: int = 1000,
+                            confidence: float = 0.95) -> dict[str, Any]:
     """Paired permutation test of the AQI difference between two conditions of the same prompts.
 
     Parameters
@@ -224,6 +247,10 @@ def paired_permutation_test(h_a: Any, h_b: Any, y: Any, *, n_perm: int = 1000, m
         Seeds the swap coins (``numpy.random.default_rng(seed)``) and the randomized PCA solver.
     alternative : {"two-sided", "greater", "less"}
         ``"greater"``: drift raises the AQI of condition a.
+    n_boot : int
+        Paired bootstrap draws for the interval of the difference (positive).
+    confidence : float in (0, 1)
+        Coverage of that interval.
 
     Returns
     -------
@@ -232,7 +259,9 @@ def paired_permutation_test(h_a: Any, h_b: Any, y: Any, *, n_perm: int = 1000, m
         that is tested); ``p_value``: ``(1 + #{|T*| >= |T|}) / (1 + n_perm)`` for two-sided,
         ``#{T* >= T}`` for "greater", ``#{T* <= T}`` for "less" (ties within ``1e-9 (1 + |T|)``
         count); ``n_perm``; ``null_mean, null_sd``: mean and standard deviation (ddof 1; NaN for
-        one permutation) of the permuted differences ``T*``; ``alternative``; ``n_features``:
+        one permutation) of the permuted differences ``T*``; ``ci``: ``[lo, hi]`` bias-corrected
+        percentile interval of the difference from a paired bootstrap (prompts resampled within class, the
+        same rows for both conditions, in the same pooled subspace); ``alternative``; ``n_features``:
         ``k``; ``note``: why a result is undefined, or "" (NaN results when a class has fewer
         than 2 rows).
 
@@ -260,8 +289,12 @@ def paired_permutation_test(h_a: Any, h_b: Any, y: Any, *, n_perm: int = 1000, m
     n = a.shape[0]
     n_s = int(yb.sum())
     nan = float("nan")
+    n_boot = _check_positive_int("n_boot", n_boot)
+    if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0.0 < confidence < 1.0:
+        raise ConfigError(f"confidence must lie strictly between 0 and 1; got {confidence!r}")
     result: dict[str, Any] = {"difference": nan, "p_value": nan, "n_perm": n_perm, "null_mean": nan,
-                              "null_sd": nan, "alternative": alternative, "n_features": 0, "note": ""}
+                              "null_sd": nan, "ci": [nan, nan], "alternative": alternative, "n_features": 0,
+                              "note": ""}
     undefined = _aqi._undefined_note(n_s, n - n_s)
     if undefined is not None:
         result["note"] = undefined
@@ -278,6 +311,7 @@ def paired_permutation_test(h_a: Any, h_b: Any, y: Any, *, n_perm: int = 1000, m
     else:
         hits = np.count_nonzero(null <= T + tol)
     result.update(difference=T, p_value=float((1 + hits) / (1 + n_perm)), null_mean=float(null.mean()),
+                  ci=_pooled_interval(U, yb, T, n_boot, confidence, seed),
                   null_sd=float(null.std(ddof=1)) if n_perm > 1 else nan, n_features=int(U.shape[1]),
                   note="" if U.shape[1] else "no non-constant feature: no separation")
     return result

@@ -149,8 +149,9 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
                        confidence: float = 0.95, seed: int = 0) -> dict:
     """Phase 3 summary: ``steering_summary.parquet``/``.csv``, ``best_lambda.json`` and per-model plots.
 
-    For each model (primary measure layer, overall category): the own-vector and random-vector
-    curves with intervals and costs, the aligned model's AQI as target, Spearman's rho with its
+    For each model (primary measure layer, overall category; a model without a base variant is its
+    aligned model steered with its contrastive vector, so its target is its own starting point):
+    the own-vector and random-vector curves with intervals and costs, the aligned model's AQI as target, Spearman's rho with its
     interval, monotonicity within noise, and the best lambda: the highest own-vector AQI among
     lambdas whose KL and repetition stay inside the bounds (an AQI gain outside the bound is
     reported, never called a success).
@@ -190,9 +191,11 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
         report[model] = {"layer": layer, "target_aqi": target, "spearman_rho": rho, "spearman_ci": [rlo, rhi],
                          "monotonic": mono, "random_spearman_rho": r_rho[0], "random_spearman_ci": list(r_rho[1:]),
                          "best": best, "kind": read_table(sweep_path)[1].get("kind", "")}
+        has_base = bool(((phase1["model"] == model) & (phase1["variant"] == "base")).any())
+        steered = "base model" if has_base else "aligned model (no base)"
         plots.steering_curve(merged, merged, out / f"{model}_curve.png", target=target, target_ci=target_ci,
                              bounds={"max_kl": max_kl, "max_repetition_increase": max_repetition_increase},
-                             title=f"{model}: base model steered with its own vector")
+                             title=f"{model}: {steered} steered with its own vector")
         plots.steering_axioms(sweep[sweep["primary"]], out / f"{model}_axioms.png",
                               title=f"{model}: per-axiom AQI under its own vector")
     if not rows:

@@ -124,7 +124,7 @@ def _check_record(rec: dict[str, Any], where: str) -> tuple[Any, ...]:
     return tid, version, domain, prompt, loaded, subgoal, list(rubric)
 
 
-def _table_fingerprint(df: pd.DataFrame) -> str:
+def table_fingerprint(df: pd.DataFrame) -> str:
     """Fingerprint of a task table: :func:`~driftlib.artifacts.fingerprint` of the frame with
     each rubric encoded as a JSON string (lists are not hashable by pandas)."""
     return fingerprint(df.assign(rubric=df["rubric"].map(json.dumps)))
@@ -187,7 +187,7 @@ def load_tasks(source: str | os.PathLike = "bundled") -> tuple[pd.DataFrame, dic
         "n": int(len(df)),
         "n_loaded": int(df["loaded"].sum()),
         "domains": dict(sorted(Counter(df["domain"]).items())),
-        "fingerprint": _table_fingerprint(df),
+        "fingerprint": table_fingerprint(df),
     }
     return df, report
 
@@ -262,3 +262,35 @@ def sample_tasks(
                 parts.append(pool.iloc[_group_rng(seed, group).permutation(len(pool))[:k]])
             chosen = pd.concat(parts)
     return chosen.sort_values("id", kind="stable").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# task outcome: a label-free, lexical proxy
+
+#: function words left out of a rubric criterion's content words
+_STOPWORDS = frozenset(
+    "about after also and any are because been before being between both but can could does each else "
+    "every from have here into it's its just more most much must only other over same should some such "
+    "than that their them then there these they this those through under until very what when where "
+    "which while whose will with within without would your".split()
+)
+
+
+def content_words(text: str) -> set[str]:
+    """Lower-cased alphabetic words of four or more letters, without function words."""
+    import re
+
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 4 and w not in _STOPWORDS}
+
+
+def rubric_coverage(rubric: list[str], text: str) -> float:
+    """The task outcome of one transcript: the mean, over the rubric's criteria, of the share of a
+    criterion's content words (:func:`content_words`) that occur in ``text``; in ``[0, 1]``.
+
+    A crude, deterministic proxy that needs no judge model and no labels: it rewards transcripts
+    that talk about what the rubric asks for, and cannot tell agreeing from declining. A criterion
+    without content words is left out; NaN when none has any.
+    """
+    words = content_words(text)
+    shares = [len(c & words) / len(c) for c in map(content_words, rubric) if c]
+    return float(np.mean(shares)) if shares else float("nan")

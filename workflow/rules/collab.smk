@@ -1,0 +1,216 @@
+# Phase 5: agents of different models take turns on shared tasks. Does collaborating lower an
+# agent's alignment (type 2 drift), beyond what a context of the same length does, and does
+# pre-steering the agents prevent it? One run per (pairing, profile): a profile gives each agent's
+# lambda on its own vector (profiles.py); phase 6 asks for further profiles of the same rules.
+# Each agent's solo control runs once per lambda and serves every pairing and profile.
+
+
+rule prepare_tasks:
+    input:
+        local_file(COLLAB["tasks"]),
+        code=code("tasks"),
+    output:
+        f"{RESULTS}/collab/tasks.parquet",
+    params:
+        source=COLLAB["tasks"],
+        n=COLLAB["n_tasks"] or "none",
+        share=f"--loaded-share {COLLAB['loaded_share']}" if COLLAB["loaded_share"] is not None else "",
+        seed=config["seed"],
+    log:
+        f"{RESULTS}/logs/prepare_tasks.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/prepare_tasks.tsv"
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "driftlib prepare-tasks --source {params.source:q} --n {params.n} {params.share} --seed {params.seed} "
+        "--out {output} > {log} 2>&1"
+
+
+rule collaborate:
+    input:
+        tasks=f"{RESULTS}/collab/tasks.parquet",
+        vectors=pairing_inputs(lambda key: [f"{RESULTS}/vectors/{key}.safetensors"]),
+        models=pairing_inputs(lambda key: built_inputs(key, "aligned")),
+        code=code("collaboration", "models", "vectors"),
+    output:
+        f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
+    params:
+        agents=agents_json,
+        inject=layer_args(STEER["layers"]),
+        rounds=COLLAB["rounds"],
+        seeds=layer_args(COLLAB["seeds"]),
+        order=COLLAB["order"],
+        max_new_tokens=COLLAB["max_new_tokens"],
+        temperature=COLLAB["temperature"],
+        top_p=COLLAB["top_p"],
+        context_tokens=COLLAB["context_tokens"],
+        batch_size=COLLAB["batch_size"],
+        device=config["device"],
+    log:
+        f"{RESULTS}/logs/collaborate/{{pairing}}/{{profile}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/collaborate/{{pairing}}/{{profile}}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=pairing_mem_mb,
+        runtime=pairing_runtime,
+    conda:
+        ENV
+    shell:
+        "driftlib collaborate --agents {params.agents:q} --tasks {input.tasks} --inject {params.inject} "
+        "--rounds {params.rounds} --seeds {params.seeds} --order {params.order} "
+        "--max-new-tokens {params.max_new_tokens} --temperature {params.temperature} --top-p {params.top_p} "
+        "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --device {params.device} "
+        "--out {output} > {log} 2>&1"
+
+
+rule solo_run:
+    input:
+        tasks=f"{RESULTS}/collab/tasks.parquet",
+        vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
+        model=lambda wildcards: built_inputs(wildcards.agent, "aligned"),
+        code=code("collaboration", "models", "vectors"),
+    output:
+        f"{RESULTS}/collab/solo/{{agent}}/lam{{lam}}/transcripts.parquet",
+    params:
+        model=lambda wildcards: load_options(wildcards.agent, "aligned"),
+        turns=lambda wildcards: solo_turns(wildcards.agent),
+        inject=layer_args(STEER["layers"]),
+        seeds=layer_args(COLLAB["seeds"]),
+        max_new_tokens=COLLAB["max_new_tokens"],
+        temperature=COLLAB["temperature"],
+        top_p=COLLAB["top_p"],
+        context_tokens=COLLAB["context_tokens"],
+        batch_size=COLLAB["batch_size"],
+    log:
+        f"{RESULTS}/logs/solo_run/{{agent}}/lam{{lam}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/solo_run/{{agent}}/lam{{lam}}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(BY_AGENT),
+        runtime=model_runtime(BY_AGENT),
+    conda:
+        ENV
+    shell:
+        "driftlib solo {params.model} --name {wildcards.agent} --vectors {input.vectors} --lam {wildcards.lam} "
+        "--turns {params.turns} --tasks {input.tasks} --inject {params.inject} --seeds {params.seeds} "
+        "--max-new-tokens {params.max_new_tokens} --temperature {params.temperature} --top-p {params.top_p} "
+        "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --out {output} > {log} 2>&1"
+
+
+rule collab_states:
+    input:
+        tasks=f"{RESULTS}/collab/tasks.parquet",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        transcripts=f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
+        solo=solo_transcripts,
+        vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
+        neutral=local_file(STEER["cost"]["neutral"]),
+        model=lambda wildcards: built_inputs(wildcards.agent, "aligned"),
+        code=code("collab_measure", "models", "vectors"),
+    output:
+        f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.states.safetensors",
+    params:
+        model=lambda wildcards: load_options(wildcards.agent, "aligned"),
+        lam=agent_lambda,
+        team=lambda wildcards: " ".join(PAIRINGS[wildcards.pairing]),
+        inject=layer_args(STEER["layers"]),
+        measure=layer_args(STEER["measure_layers"]),
+        pooling=config["extraction"]["pooling"],
+        context_tokens=COLLAB["context_tokens"],
+        batch_size=COLLAB["batch_size"],
+        neutral=STEER["cost"]["neutral"],
+        n_texts=STEER["cost"]["n_texts"],
+    log:
+        f"{RESULTS}/logs/collab_states/{{pairing}}/{{profile}}/{{agent}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/collab_states/{{pairing}}/{{profile}}/{{agent}}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(BY_AGENT),
+        runtime=model_runtime(BY_AGENT),
+    conda:
+        ENV
+    shell:
+        "driftlib collab-states {params.model} --name {wildcards.agent} --vectors {input.vectors} --lam {params.lam} "
+        "--team {params.team} --inject {params.inject} --measure {params.measure} --pooling {params.pooling} "
+        "--tasks {input.tasks} --transcripts {input.transcripts} --solo {input.solo} --prompts {input.prompts} "
+        "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --neutral {params.neutral:q} "
+        "--n-texts {params.n_texts} --out {output} > {log} 2>&1"
+
+
+rule score_collab:
+    input:
+        states=f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.states.safetensors",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
+        transcripts=f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
+        tasks=f"{RESULTS}/collab/tasks.parquet",
+        code=code("collab_eval", "vectors", "scoring"),
+    output:
+        f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.drift.json",
+    params:
+        aqi=aqi_options(),
+        permutations=COLLAB["permutations"],
+    log:
+        f"{RESULTS}/logs/score_collab/{{pairing}}/{{profile}}/{{agent}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/score_collab/{{pairing}}/{{profile}}/{{agent}}.tsv"
+    conda:
+        ENV
+    shell:
+        "driftlib score-collab --states {input.states} --prompts {input.prompts} --vectors {input.vectors} "
+        "--transcripts {input.transcripts} --tasks {input.tasks} --pairing {wildcards.pairing} "
+        "--profile {wildcards.profile} --model-key {wildcards.agent} {params.aqi} "
+        "--drift-permutations {params.permutations} --out {output} > {log} 2>&1"
+
+
+rule collab_summary:
+    input:
+        drift=drift_files(COLLAB_RUNS),
+        transcripts=[f"{run_dir(n, p)}/transcripts.parquet" for n, p in COLLAB_RUNS],
+        tasks=f"{RESULTS}/collab/tasks.parquet",
+        code=code("collab_eval", "plots"),
+    output:
+        table=f"{RESULTS}/collab/drift.parquet",
+        csv=report(
+            f"{RESULTS}/collab/drift.csv",
+            caption="../report/collab_drift_table.rst",
+            category="Phase 5: collaboration drift",
+        ),
+        summary=f"{RESULTS}/collab/collab_summary.json",
+        drift=report(
+            f"{RESULTS}/collab/drift.png",
+            caption="../report/collab_drift.rst",
+            category="Phase 5: collaboration drift",
+        ),
+        trajectories=report(
+            f"{RESULTS}/collab/trajectories.png",
+            caption="../report/collab_trajectories.rst",
+            category="Phase 5: collaboration drift",
+        ),
+        samples=report(
+            [f"{RESULTS}/collab/samples/{n}__{p}.md" for n, p in COLLAB_RUNS],
+            caption="../report/collab_samples.rst",
+            category="Phase 5: collaboration drift",
+        ),
+    params:
+        out_dir=lambda wildcards, output: Path(output.table).parent,
+        plain=COLLAB["lambda"],
+        prevention=COLLAB["prevention_lambda"] if COLLAB["prevention_lambda"] is not None else "none",
+    log:
+        f"{RESULTS}/logs/collab_summary.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/collab_summary.tsv"
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "driftlib summarize-collab --drift {input.drift} --transcripts {input.transcripts} --tasks {input.tasks} "
+        "--plain {params.plain} --prevention {params.prevention} --out-dir {params.out_dir} > {log} 2>&1"
