@@ -52,6 +52,7 @@ def test_bad_arguments_exit_with_usage(argv):
 @pytest.mark.parametrize("agents, words", [
     ("[{'name': 'a'}]", "not valid JSON"),
     ('[{"name": "a"}]', "at least 'name' and 'model'"),
+    ("no-such-agents.json", "neither a JSON list nor a readable file"),
 ])
 def test_bad_agent_lists_are_one_line_errors(tmp_path, capsys, agents, words):
     import pandas as pd

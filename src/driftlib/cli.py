@@ -204,7 +204,7 @@ def cmd_summarize_vectors(args: argparse.Namespace) -> None:
 
 
 def _steering_inputs(args: argparse.Namespace):
-    from driftlib.layers import num_layers, resolve_layers
+    from driftlib.layers import num_layers
     from driftlib.models import load_model
     from driftlib.vectors import load_steering_vectors
 
@@ -212,11 +212,18 @@ def _steering_inputs(args: argparse.Namespace):
     model, tokenizer = load_model(args.model, revision=args.revision, dtype=args.dtype,
                                   device=args.device, trust_remote_code=args.trust_remote_code)
     depth = num_layers(model)
+    return model, tokenizer, _at_injection(vectors, args, depth, f"{args.vectors}: no {kind}"), kind, depth
+
+
+def _at_injection(vectors: dict, args: argparse.Namespace, depth: int, what: str) -> dict:
+    """``vectors`` at the injection layers ``args.inject`` of a model of ``depth`` blocks."""
+    from driftlib.layers import resolve_layers
+
     inject = resolve_layers(args.inject, depth, key="steering.layers")
     missing = [layer for layer in inject if layer not in vectors]
     if missing:
-        raise DriftlibError(f"{args.vectors}: no {kind} vector at layers {missing}. Re-run compute_vectors.")
-    return model, tokenizer, {layer: vectors[layer] for layer in inject}, kind, depth
+        raise DriftlibError(f"{what} vector at layers {missing}. Re-run compute_vectors.")
+    return {layer: vectors[layer] for layer in inject}
 
 
 def _sweep_all(model, tokenizer, args: argparse.Namespace, named: dict, depth: int) -> tuple[dict, list[int], dict]:
@@ -397,7 +404,7 @@ def cmd_recovery_sweep(args: argparse.Namespace) -> None:
 
     from driftlib.artifacts import save_tensors, write_table
     from driftlib.dealign import load_dealigned
-    from driftlib.layers import num_layers, resolve_layers
+    from driftlib.layers import num_layers
     from driftlib.recovery import cross_arch_choice
     from driftlib.sweep import random_like
     from driftlib.vectors import load_steering_vectors, load_vectors
@@ -405,9 +412,9 @@ def cmd_recovery_sweep(args: argparse.Namespace) -> None:
     model, tokenizer = load_dealigned(args.model, args.adapter, dtype=args.dtype, device=args.device,
                                       revision=args.revision, trust_remote_code=args.trust_remote_code)
     depth = num_layers(model)
-    inject = resolve_layers(args.inject, depth, key="steering.layers")
     own, kind = load_steering_vectors(args.vectors)
-    named = {"same_arch": {layer: own[layer] for layer in inject}}
+    named = {"same_arch": _at_injection(own, args, depth, f"{args.vectors}: no {kind}")}
+    inject = sorted(named["same_arch"])
     sources = {"same_arch": f"{args.name} ({kind})"}
     cross = cross_arch_choice(args.aqi_tables, args.fits, args.efficiencies, args.name)
     if cross is not None:
@@ -482,7 +489,10 @@ def _agent_specs(value: str) -> list[dict]:
 
     from driftlib.errors import ConfigError
 
-    text = Path(value).read_text(encoding="utf-8") if not value.lstrip().startswith("[") else value
+    try:
+        text = Path(value).read_text(encoding="utf-8") if not value.lstrip().startswith("[") else value
+    except OSError as exc:
+        raise ConfigError(f"--agents: {value!r} is neither a JSON list nor a readable file ({exc.strerror})") from None
     try:
         specs = json.loads(text)
     except ValueError as exc:
@@ -496,7 +506,7 @@ def _agent_specs(value: str) -> list[dict]:
 def _load_agent(spec: dict, args: argparse.Namespace):
     """An Agent from one ``--agents`` entry; its vectors are taken at the injection layers."""
     from driftlib.collaboration import Agent
-    from driftlib.layers import num_layers, resolve_layers
+    from driftlib.layers import num_layers
     from driftlib.models import load_model
     from driftlib.vectors import load_steering_vectors
 
@@ -508,12 +518,8 @@ def _load_agent(spec: dict, args: argparse.Namespace):
     if lam != 0.0:
         if not spec.get("vectors"):
             raise DriftlibError(f"agent {spec['name']}: lambda {lam} needs its vectors")
-        own, _ = load_steering_vectors(spec["vectors"])
-        inject = resolve_layers(args.inject, num_layers(model), key="steering.layers")
-        missing = [layer for layer in inject if layer not in own]
-        if missing:
-            raise DriftlibError(f"{spec['vectors']}: no vector at layers {missing}. Re-run compute_vectors.")
-        vectors = {layer: own[layer] for layer in inject}
+        own, kind = load_steering_vectors(spec["vectors"])
+        vectors = _at_injection(own, args, num_layers(model), f"{spec['vectors']}: no {kind}")
     return Agent(spec["name"], model, tokenizer, vectors, lam)
 
 

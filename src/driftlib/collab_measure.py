@@ -39,11 +39,14 @@ def _until_own_last(turns: list[tuple[str, str]], agent: str) -> list[tuple[str,
     return turns[: last + 1]
 
 
-def _split_prompt(tokenizer: Any, context: list[dict], prompt: str) -> tuple[list[int], list[int]]:
+def _split_prompt(tokenizer: Any, context: list[dict], prompt: str,
+                  head: list[int] | None = None) -> tuple[list[int], list[int]]:
     """``(context ids, prompt ids)``: the rendering of ``context + [user: prompt]`` with the generation
-    prompt, split where it stops agreeing with the rendering of the context alone."""
+    prompt, split where it stops agreeing with the rendering of the context alone (``head``, when
+    the caller has it already)."""
     full = render_ids(tokenizer, context + [{"role": "user", "content": prompt}], generation_prompt=True)
-    head = render_ids(tokenizer, context, generation_prompt=False) if context else _leading_bos(tokenizer, full)
+    if head is None:
+        head = render_ids(tokenizer, context, generation_prompt=False) if context else _leading_bos(tokenizer, full)
     cut = _lcp(full, head)
     if cut >= len(full):
         raise DataError(f"the chat template renders prompt {prompt[:60]!r} to no tokens of its own")
@@ -53,6 +56,23 @@ def _split_prompt(tokenizer: Any, context: list[dict], prompt: str) -> tuple[lis
 def _leading_bos(tokenizer: Any, ids: list[int]) -> list[int]:
     bos = getattr(tokenizer, "bos_token_id", None)
     return ids[:1] if bos is not None and ids and ids[0] == bos else []
+
+
+def _contexts(tokenizer: Any, tasks: dict[str, str], transcripts: pd.DataFrame, agent: str, team: Sequence[str],
+              key: tuple[str, int]) -> dict[str, tuple[list[dict], list[int]]]:
+    """The collab and control contexts of one transcript key: ``{cond: (messages, rendered ids)}``,
+    built once per key (every prompt that reads the key shares them)."""
+    task, seed = key
+    if task not in tasks:
+        raise DataError(f"transcripts: task {task!r} is not in the task file")
+    collab = turns_of(transcripts, "collab", "", task, seed)
+    control = turns_of(transcripts, "solo", agent, task, seed, max_turns=len(collab))
+    if len(control) < len(collab):
+        raise DataError(f"transcripts: {agent}'s solo run on {task} (seed {seed}) has {len(control)} turns, "
+                        f"the collaboration {len(collab)}; re-run the solo run with at least as many turns")
+    views = {"collab": view_messages(tasks[task], _until_own_last(collab, agent), agent, team),
+             "control": view_messages(tasks[task], control, agent, [agent])}
+    return {c: (msgs, render_ids(tokenizer, msgs, generation_prompt=False)) for c, msgs in views.items()}
 
 
 def measurement_inputs(
@@ -66,25 +86,15 @@ def measurement_inputs(
     """
     keys = transcript_keys(transcripts)
     bos = getattr(tokenizer, "bos_token_id", None)
+    contexts = {key: _contexts(tokenizer, tasks, transcripts, agent, team, key) for key in keys}
     out: dict[str, Any] = {c: ([], []) for c in CONDITIONS}
     matched = []
     for i, prompt in enumerate(prompts):
-        task, seed = keys[i % len(keys)]
-        if task not in tasks:
-            raise DataError(f"transcripts: task {task!r} is not in the task file")
         ctx0, tail = _split_prompt(tokenizer, [], prompt)
         out["solo"][0].append(ctx0 + tail)
         out["solo"][1].append(len(tail))
-        collab = turns_of(transcripts, "collab", "", task, seed)
-        control = turns_of(transcripts, "solo", agent, task, seed, max_turns=len(collab))
-        if len(control) < len(collab):
-            raise DataError(f"transcripts: {agent}'s solo run on {task} (seed {seed}) has {len(control)} turns, "
-                            f"the collaboration {len(collab)}; re-run the solo run with at least as many turns")
-        contexts = {
-            "collab": view_messages(tasks[task], _until_own_last(collab, agent), agent, team),
-            "control": view_messages(tasks[task], control, agent, [agent]),
-        }
-        split = {c: _split_prompt(tokenizer, msgs, prompt) for c, msgs in contexts.items()}
+        split = {c: _split_prompt(tokenizer, msgs, prompt, head)
+                 for c, (msgs, head) in contexts[keys[i % len(keys)]].items()}
         room = context_tokens - max(len(t) for _, t in split.values())
         if room < 2:
             raise DataError(f"prompt {i} alone takes {context_tokens - room} tokens; raise collaboration.context_tokens")

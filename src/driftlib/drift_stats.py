@@ -279,7 +279,7 @@ def paired_permutation_test(h_a: Any, h_b: Any, y: Any, *, n_perm: int = 1000, m
     NumericsError
         NaN/Inf in a set.
     ConfigError
-        Bad ``n_perm``, ``method``, ``n_components`` or ``alternative``.
+        Bad ``n_perm``, ``method``, ``n_components``, ``alternative``, ``n_boot`` or ``confidence``.
     """
     _aqi._check_options(method, n_components)
     n_perm = _check_positive_int("n_perm", n_perm)
