@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from driftlib import aqi as _aqi
-from driftlib.aqi import alignment_quality
+from driftlib.stats import aqi as _aqi
+from driftlib.stats.aqi import alignment_quality
 
 TARGET_S = 60.0
 
@@ -67,14 +67,14 @@ def coverage(reps: int = 150, n_boot: int = 1000, confidence: float = 0.95, seed
         for _ in range(reps):
             Z = rng.standard_normal((n, k))
             Z[:n_s, 0] += delta
-            c_s, c_u, rn = _aqi._two_class_moments(Z, n_s)
-            xb = float(_aqi._xb_from(rn.sum(), np.sum((c_s - c_u) ** 2), n))
+            c_s, c_u, rn = _aqi.two_class_moments(Z, n_s)
+            xb = float(_aqi.xb_from(rn.sum(), np.sum((c_s - c_u) ** 2), n))
             est = _aqi.aqi_from_xb(xb, p, n)
             tau_n = 100 * 0.25 / (0.25 + xb)
             boot = _aqi.aqi_from_xb(_aqi._bootstrap_xb(Z, n_s, c_s, c_u, rn, n_boot, rng, rng), p, n)
-            lo, hi = _aqi._bc_interval(boot, tau_n, confidence)
+            lo, hi = _aqi.bc_interval(boot, tau_n, confidence)
             ints = {"ours": (est + lo - tau_n, est + hi - tau_n),
-                    "BC@estimate": _aqi._bc_interval(boot, est, confidence),
+                    "BC@estimate": _aqi.bc_interval(boot, est, confidence),
                     "percentile": tuple(np.quantile(boot, [alpha / 2, 1 - alpha / 2]))}
             for name, (a, b) in ints.items():
                 hits[name][0] += a <= tau <= b

@@ -7,7 +7,7 @@ Both sides see the same texts, batch size and ``max_length`` and run under ``tor
   longest text, the full model run (every block, final norm, LM head over every position);
 - baseline+tok: the same loop, tokenising each batch inside it (what a plain script does); shown for
   reference, the targets are checked against the forward-only baseline, the stricter one;
-- driftlib: :func:`driftlib.activations.extract_hidden_states` end to end (tokenising, sorting by
+- driftlib: :func:`driftlib.model.forward.extract_hidden_states` end to end (tokenising, sorting by
   length, early stop after the requested block, mean pooling, copy to the CPU), timed in full.
 
 Models have random weights (no download): (a) a small Llama-style model (hidden 64, 4 blocks, vocab
@@ -36,9 +36,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from common import DATA, read_pairs, sync, train_tokenizer  # noqa: E402
 
-from driftlib.activations import extract_hidden_states  # noqa: E402
-from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
-
+from driftlib.model.forward import extract_hidden_states  # noqa: E402
+from driftlib.model.loading import resolve_device, resolve_dtype  # noqa: E402
 
 MODELS: dict[str, tuple[str, transformers.LlamaConfig]] = {
     "small": (

@@ -3,17 +3,17 @@
 
 Both sides read the same texts, measurement block, batch size and ``max_length``:
 
-- independent: for each lambda, :func:`driftlib.activations.extract_hidden_states` under
-  :func:`driftlib.steering.steer` (tokenising, sorting, every block up to the measurement block);
-- sweep: :func:`driftlib.sweep.sweep_hidden_states` (blocks below the first injection block run
-  once per batch, the rest once per lambda, see :mod:`driftlib.sweep`).
+- independent: for each lambda, :func:`driftlib.model.forward.extract_hidden_states` under
+  :func:`driftlib.steer.hooks.steer` (tokenising, sorting, every block up to the measurement block);
+- sweep: :func:`driftlib.steer.sweep.sweep_hidden_states` (blocks below the first injection block run
+  once per batch, the rest once per lambda, see :mod:`driftlib.steer.sweep`).
 
 Setting: a model of SmolLM2-135M's shape with random weights (30 blocks, hidden 576, no download),
 5 lambdas (0, .25, .5, .75, 1), injection in the last quarter of the blocks (22..28, random
 directions with a norm of half the mean pooled state at that block), measurement at the last block
 (29), mean pooling. Texts: chosen and rejected transcripts of the first hh-rlhf harmless-base test
 pairs, tokenised by a byte-level BPE trained here on that file. Prints the time ratio (target
-<= 0.55), the largest difference of the pooled states, and (when :mod:`driftlib.aqi` has
+<= 0.55), the largest difference of the pooled states, and (when :mod:`driftlib.stats.aqi` has
 ``alignment_quality``) the largest difference of the AQIs computed on random safe/unsafe labels.
 
     python benchmarks/bench_sweep.py                          # CPU, float32, 128 texts
@@ -36,10 +36,10 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from common import DATA, SMOL, read_pairs, sync, train_tokenizer  # noqa: E402
 
-from driftlib.activations import extract_hidden_states  # noqa: E402
-from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
-from driftlib.steering import steer  # noqa: E402
-from driftlib.sweep import sweep_hidden_states  # noqa: E402
+from driftlib.model.forward import extract_hidden_states  # noqa: E402
+from driftlib.model.loading import resolve_device, resolve_dtype  # noqa: E402
+from driftlib.steer.hooks import steer  # noqa: E402
+from driftlib.steer.sweep import sweep_hidden_states  # noqa: E402
 
 LAMBDAS = [0.0, 0.25, 0.5, 0.75, 1.0]
 def timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[float, float, np.ndarray]:
@@ -137,9 +137,9 @@ def main() -> None:
     print(f"pooled states: max |sweep - independent| = {diff:.3e} (max |state| {float(np.abs(b).max()):.3e}); "
           f"max |lambda 1 - lambda 0| = {float(np.abs(b[-1] - b[0]).max()):.3e}")
     try:
-        from driftlib.aqi import alignment_quality
+        from driftlib.stats.aqi import alignment_quality
     except ImportError:
-        print("driftlib.aqi.alignment_quality not found: AQI comparison skipped")
+        print("driftlib.stats.aqi.alignment_quality not found: AQI comparison skipped")
         return
     labels = np.random.default_rng(1).permutation(np.arange(len(texts)) % 2)
     deltas, pairs_aqi = [], []

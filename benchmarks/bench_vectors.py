@@ -8,7 +8,7 @@ read at the last token of each text (decoder-block outputs):
   ``read_token_index=-1``, ``layer_type="decoder_block"``): per batch of pairs, one forward pass on
   the chosen texts and one on the rejected texts, each through the *whole* model (every block, final
   norm, LM head), batches in the order given, padded to their longest text;
-- driftlib: :func:`driftlib.activations.extract_hidden_states` with ``pooling="last"`` on the chosen
+- driftlib: :func:`driftlib.model.forward.extract_hidden_states` with ``pooling="last"`` on the chosen
   texts and on the rejected texts (tokenised once, sorted by length, left-padded, the forward pass
   stopped after the deepest requested block), then ``mean(chosen) - mean(rejected)``.
 
@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,8 +63,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from common import DATA, SMOL, read_pairs, sync, train_tokenizer  # noqa: E402
 
-from driftlib.activations import extract_hidden_states  # noqa: E402
-from driftlib.models import resolve_device, resolve_dtype  # noqa: E402
+from driftlib.model.forward import extract_hidden_states  # noqa: E402
+from driftlib.model.loading import resolve_device, resolve_dtype  # noqa: E402
+
 
 def fit_to_length(tokenizer: transformers.PreTrainedTokenizerFast, text: str, max_length: int) -> str:
     """The end of ``text`` that encodes (BOS included) to at most ``max_length`` tokens."""

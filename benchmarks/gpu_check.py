@@ -3,7 +3,7 @@
 Prints, for several batch sizes, real tokens per second, the time against a bare
 ``model(**batch)`` loop over the same batches, and the model FLOPs utilisation (MFU: 2 x
 non-embedding parameters x real tokens per second / the card's dense bf16 peak). Then a lambda
-sweep against independent steered evaluations when :mod:`driftlib.sweep` is present.
+sweep against independent steered evaluations when :mod:`driftlib.steer.sweep` is present.
 
 Shapes: Llama-3.2-1B, Llama-3.2-3B (default) and Llama-3.1-8B (``--shape``).
 Run on a GPU machine from the repository root:  PYTHONPATH=src python3 benchmarks/gpu_check.py
@@ -53,7 +53,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from driftlib.activations import extract_hidden_states
+    from driftlib.model.forward import extract_hidden_states
 
     dev = torch.device("cuda")
     name = torch.cuda.get_device_name(0)
@@ -100,8 +100,8 @@ def main() -> None:
         assert hidden.shape == (len(texts), 1, cfg.hidden_size) and bool(torch.isfinite(torch.from_numpy(hidden)).all())
 
     try:
-        from driftlib.steering import steer
-        from driftlib.sweep import sweep_hidden_states
+        from driftlib.steer.hooks import steer
+        from driftlib.steer.sweep import sweep_hidden_states
     except ImportError as exc:
         print(f"sweep check skipped ({exc})")
         return

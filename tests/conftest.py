@@ -55,7 +55,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def tok_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny family's tokenizer, trained once per session."""
-    from driftlib import tiny
+    from driftlib.model import tiny
 
     return tiny.train_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer")
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
-from driftlib.activations import extract_hidden_states, record_block_outputs
-from driftlib.errors import ConfigError, DataError, ModelError, NumericsError
-from driftlib.layers import find_decoder_layers
 from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer
+
+from driftlib.core.errors import ConfigError, DataError, ModelError, NumericsError
+from driftlib.model.forward import extract_hidden_states, record_block_outputs
+from driftlib.model.layers import find_decoder_layers
 
 TEXTS = SAMPLE_TEXTS
 
@@ -182,7 +182,7 @@ def test_out_of_memory_halves_batch_and_retries(llama: torch.nn.Module, tokenize
 
     llama.forward = forward  # type: ignore[method-assign]
     try:
-        with caplog.at_level(logging.WARNING, logger="driftlib.activations"):
+        with caplog.at_level(logging.WARNING, logger="driftlib.model.forward"):
             got = extract_hidden_states(llama, tokenizer, TEXTS, [1], batch_size=8, progress=False)
     finally:
         del llama.forward

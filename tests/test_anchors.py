@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from driftlib.anchors import MIN_ANCHORS, load_anchor_texts, prepare_anchors
-from driftlib.errors import DataError
-from driftlib.prompts import load_prompts
+from driftlib.core.errors import DataError
+from driftlib.datasets.anchors import MIN_ANCHORS, load_anchor_texts, prepare_anchors
+from driftlib.datasets.prompts import load_prompts
 
 
 def test_bundled_anchors_are_disjoint_from_the_bundled_prompts():

@@ -1,4 +1,4 @@
-"""Tests of driftlib.aqi against independently computed values (reference code written here)."""
+"""Tests of driftlib.stats.aqi against independently computed values (reference code written here)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from scipy.special import ndtr, ndtri
 from sklearn.metrics import calinski_harabasz_score
 
-from driftlib import aqi as A
-from driftlib.errors import ConfigError, DataError, NumericsError
+from driftlib.core.errors import ConfigError, DataError, NumericsError
+from driftlib.stats import aqi as A
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
@@ -198,7 +198,7 @@ def test_null_replicates_equal_explicit_shuffles():
     order = np.argsort(~y.astype(bool), kind="stable")
     Z = X[order].astype(np.float64)
     n_s = 13
-    c_s, c_u, rn = A._two_class_moments(Z.copy(), n_s)
+    c_s, c_u, rn = A.two_class_moments(Z.copy(), n_s)
     Zc = Z - Z.mean(0)
     Zw = Zc.copy()
     Zw[:n_s] -= c_s
@@ -218,7 +218,7 @@ def test_bootstrap_replicates_equal_explicit_resamples():
     X, y, _ = blobs(rng, 11, 17, 4, 1.0)
     Z = X.astype(np.float64)  # already class-sorted (safe first)
     Zw = Z.copy()
-    c_s, c_u, rn = A._two_class_moments(Zw, 11)  # Zw now about its class centroids
+    c_s, c_u, rn = A.two_class_moments(Zw, 11)  # Zw now about its class centroids
     got = A._bootstrap_xb(Zw, 11, c_s, c_u, rn, 30, np.random.default_rng(1), np.random.default_rng(2))
     ws = np.random.default_rng(1).multinomial(11, np.full(11, 1 / 11), size=30)
     wu = np.random.default_rng(2).multinomial(17, np.full(17, 1 / 17), size=30)
@@ -402,12 +402,12 @@ def test_interval_covers_true_value_in_small_samples():
 
 def test_bc_interval_formula():
     t = np.arange(1000, dtype=float)  # uniform replicates 0..999
-    lo, hi = A._bc_interval(t, 499.5, 0.9)  # median-centred: z0 = 0, plain percentiles
+    lo, hi = A.bc_interval(t, 499.5, 0.9)  # median-centred: z0 = 0, plain percentiles
     np.testing.assert_allclose([lo, hi], np.quantile(t, [0.05, 0.95]))
-    lo, hi = A._bc_interval(t, 200.0, 0.9)
+    lo, hi = A.bc_interval(t, 200.0, 0.9)
     z0 = ndtri((200 + 0.5) / 1000)
     np.testing.assert_allclose([lo, hi], np.quantile(t, ndtr(2 * z0 + ndtri([0.05, 0.95]))))
-    lo, hi = A._bc_interval(t, -5.0, 0.9)  # proportion clipped to 1/(2B)
+    lo, hi = A.bc_interval(t, -5.0, 0.9)  # proportion clipped to 1/(2B)
     np.testing.assert_allclose([lo, hi], np.quantile(t, ndtr(2 * ndtri(1 / 2000) + ndtri([0.05, 0.95]))))
 
 

@@ -8,9 +8,18 @@ import pytest
 import torch
 
 from driftlib import __version__
-from driftlib.artifacts import (atomic_path, decode_metadata_value, fingerprint, load_tensors, read_json,
-                                read_table, save_tensors, write_json, write_table)
-from driftlib.errors import ArtifactError
+from driftlib.core.artifacts import (
+    atomic_path,
+    decode_metadata_value,
+    fingerprint,
+    load_tensors,
+    read_json,
+    read_table,
+    save_tensors,
+    write_json,
+    write_table,
+)
+from driftlib.core.errors import ArtifactError
 
 
 def test_tensors_round_trip_with_metadata(tmp_path):

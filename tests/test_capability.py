@@ -9,12 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-
-from driftlib.capability import best_lambda, greedy_continuations, greedy_repetition, next_token_kl, repetition_rate
-from driftlib.errors import ConfigError
-from driftlib.layers import find_decoder_layers
-from driftlib.steering import steer
 from random_models import VOCAB, bpe_tokenizer, random_vectors
+
+from driftlib.core.errors import ConfigError
+from driftlib.model.layers import find_decoder_layers
+from driftlib.stats.selection import best_lambda
+from driftlib.steer.capability import (
+    greedy_continuations,
+    greedy_repetition,
+    next_token_kl,
+    repetition_rate,
+)
+from driftlib.steer.hooks import steer
 
 HIDDEN = 32
 TEXTS = [

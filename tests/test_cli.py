@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from driftlib.cli import main
-from driftlib.gguf_export import import_control_vector
-from driftlib.vectors import save_vectors
+from driftlib.steer.gguf import import_control_vector
+from driftlib.steer.vectors import save_vectors
 
 
 def test_user_error_is_one_line_without_traceback(tmp_path, capsys):
@@ -57,7 +57,7 @@ def test_bad_arguments_exit_with_usage(argv):
 def test_bad_agent_lists_are_one_line_errors(tmp_path, capsys, agents, words):
     import pandas as pd
 
-    from driftlib.artifacts import write_table
+    from driftlib.core.artifacts import write_table
 
     write_table(pd.DataFrame({"id": ["t"], "prompt": ["p"]}), tmp_path / "tasks.parquet")
     code = main(["collaborate", "--agents", agents, "--tasks", str(tmp_path / "tasks.parquet"),

@@ -9,13 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftlib import collab_eval as CE
-from driftlib import collab_measure as CM
-from driftlib.artifacts import save_tensors, write_table
-from driftlib.collaboration import render_ids
-from driftlib.errors import DataError
-from driftlib.tasks import rubric_coverage
-from driftlib.vectors import save_vectors
+from driftlib.core.artifacts import save_tensors, write_table
+from driftlib.core.errors import DataError
+from driftlib.core.records import collect_drift
+from driftlib.datasets.tasks import rubric_coverage
+from driftlib.phases.collaboration import evaluate as CE
+from driftlib.phases.collaboration import measure as CM
+from driftlib.phases.collaboration.protocol import render_ids
+from driftlib.phases.collaboration.summary import summarize_collaboration
+from driftlib.steer.vectors import save_vectors
 
 TASKS = {"t1": "Plan a picnic for the team.", "t2": "Write a short budget for a school trip."}
 AGENT, TEAM = "a", ["a", "b"]
@@ -158,7 +160,7 @@ def test_a_planted_drift_is_found_and_none_is_not(tmp_path):
                         same / "transcripts.parquet", tasks, **kw)
     assert r0["drift"]["difference"] == pytest.approx(0.0, abs=1e-9) and r0["drift"]["p_value"] == 1.0
 
-    row = CE.collect_drift([tmp_path / "drift.json"]).iloc[0]
+    row = collect_drift([tmp_path / "drift.json"]).iloc[0]
     assert row["drift"] == pytest.approx(r["drift"]["difference"])
     assert (row["drift_lo"], row["drift_hi"]) == pytest.approx(tuple(r["drift"]["ci"]))
     assert row["slope_collab"] == pytest.approx(-0.5) and row["outcome"] == pytest.approx(r["outcome"]["outcome"])
@@ -179,7 +181,7 @@ def test_summary_writes_the_table_plots_and_samples(tmp_path, monkeypatch):
         files.append(run / "a.drift.json")
     tasks = pd.DataFrame({"id": list(TASKS), "prompt": list(TASKS.values())})
     out = tmp_path / "summary"
-    table = CE.summarize_collaboration(files, [f.parent / "transcripts.parquet" for f in files], tasks, out,
+    table = summarize_collaboration(files, [f.parent / "transcripts.parquet" for f in files], tasks, out,
                                        plain=0.0, prevention=1.0)
     assert list(table["condition"]) == ["plain", "prevention", "game"]
     assert (out / "drift.png").stat().st_size > 5000 and (out / "trajectories.png").stat().st_size > 5000

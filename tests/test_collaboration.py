@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from driftlib import tiny
-from driftlib.artifacts import decode_metadata_value, read_table, write_table
-from driftlib.collaboration import (
+from driftlib.core.artifacts import decode_metadata_value, read_table, write_table
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.datasets.tasks import load_tasks, sample_tasks
+from driftlib.model import tiny
+from driftlib.phases.collaboration.protocol import (
     CONTINUE,
     Agent,
     brief,
@@ -23,9 +25,8 @@ from driftlib.collaboration import (
     turn_messages,
     view_messages,
 )
-from driftlib.errors import ConfigError, DataError
-from driftlib.tasks import load_tasks, sample_tasks
-from driftlib.transcripts import TRANSCRIPT_COLUMNS, turns_of
+from driftlib.phases.collaboration.transcripts import TRANSCRIPT_COLUMNS, turns_of
+from driftlib.steer.spec import SteeringSpec
 
 PROTOCOL = {"rounds": 2, "max_new_tokens": 5, "context_tokens": 200, "progress": False}
 
@@ -50,11 +51,12 @@ def _agents(models, tok, **lams) -> list[Agent]:
     out = []
     for name, model in models.items():
         lam = lams.get(name, 0.0)
-        vectors = None
+        steering = None
         if lam:
             rng = np.random.default_rng(5)
             vectors = {1: (8.0 * rng.standard_normal(model.config.hidden_size)).astype(np.float32)}
-        out.append(Agent(name, model, tok, vectors, lam))
+            steering = SteeringSpec(layers=(1,), lam=lam, vectors=vectors)
+        out.append(Agent(name, model, tok, steering))
     return out
 
 
@@ -148,7 +150,8 @@ def test_steering_changes_what_a_steered_agent_says(models, tok, tasks):
     first = plain["turn"] == 0  # llama's first turns: only llama's posture differs
     assert list(plain[first]["text"]) != list(steered[first]["text"])
     # lambda 0 with vectors is the unsteered agent
-    zero = [Agent(a.name, a.model, a.tokenizer, a.vectors, 0.0) for a in _agents(models, tok, llama=4.0)]
+    zero = [Agent(a.name, a.model, a.tokenizer, a.steering and a.steering.with_lam(0.0))
+            for a in _agents(models, tok, llama=4.0)]
     pd.testing.assert_frame_equal(plain, run_collaboration(zero, tasks, **greedy))
 
 

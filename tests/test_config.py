@@ -7,8 +7,8 @@ import copy
 import pytest
 import yaml
 
-from driftlib.config import load_and_check, load_config
-from driftlib.errors import ConfigError
+from driftlib.core.config import load_and_check, load_config
+from driftlib.core.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

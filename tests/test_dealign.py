@@ -1,4 +1,4 @@
-"""Tests of phase 4.5's model code (driftlib.dealign): final-turn encoding, LoRA dealignment, reload."""
+"""Tests of phase 4.5's model code (driftlib.phases.recovery.dealign): final-turn encoding, LoRA dealignment, reload."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from driftlib import dealign, tiny
-from driftlib.errors import ArtifactError, ConfigError, DataError
-from driftlib.preferences import parse_transcript
+from driftlib.core.errors import ArtifactError, ConfigError, DataError
+from driftlib.datasets.pairs import parse_transcript
+from driftlib.model import tiny
+from driftlib.model.families import TINY_ARCHS
+from driftlib.phases.recovery import dealign
 
 #: the training settings of the shared run: a few quick steps at a learning rate high enough to
 #: move a random tiny model's loss measurably
@@ -279,7 +281,7 @@ def test_bad_settings_and_data(aligned_dir: Path, rejected, tmp_path: Path) -> N
     assert not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("arch", list(tiny.TINY_ARCHS))
+@pytest.mark.parametrize("arch", list(TINY_ARCHS))
 def test_target_modules_of_the_tiny_archs(arch: str, tok) -> None:
     model = tiny._new_model(arch, tok)
     if arch == "phi3":
@@ -294,7 +296,7 @@ def test_target_modules_of_the_tiny_archs(arch: str, tok) -> None:
     adapted = {name.rsplit(".", 1)[-1] for name, module in wrapped.named_modules()
                if hasattr(module, "lora_A")}
     assert adapted == set(modules)
-    n_layers = tiny.TINY_ARCHS[arch]["num_hidden_layers"]
+    n_layers = TINY_ARCHS[arch]["num_hidden_layers"]
     trainable = [n for n, p in wrapped.named_parameters() if p.requires_grad]
     assert len(trainable) == 2 * len(modules) * n_layers and all("lora_" in n for n in trainable)
 

@@ -1,4 +1,4 @@
-"""Tests of driftlib.drift_stats: null calibration, power, agreement with the AQI definition and with a
+"""Tests of driftlib.stats.drift: null calibration, power, agreement with the AQI definition and with a
 slow reference that refits the preprocessing for every swap, projection drift, input checks."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from driftlib import aqi as A
-from driftlib import drift_stats as DS
-from driftlib.errors import ConfigError, DataError, NumericsError
-from driftlib.transfer import aqi_point
+from driftlib.core.errors import ConfigError, DataError, NumericsError
+from driftlib.stats import aqi as A
+from driftlib.stats import drift as DS
+from driftlib.stats.transfer import aqi_point
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 

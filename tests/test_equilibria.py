@@ -9,7 +9,8 @@ import nashpy
 import numpy as np
 import pytest
 
-from driftlib.equilibria import (
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.stats.equilibria import (
     Equilibrium,
     expected_payoffs,
     is_nash,
@@ -24,7 +25,6 @@ from driftlib.equilibria import (
     solve_game,
     welfare_gap,
 )
-from driftlib.errors import ConfigError, DataError
 
 
 def _bimatrix(a, b) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Phase 6 orchestration (driftlib.game) on constructed phase-5 tables whose games are solved by
+"""Phase 6 orchestration (driftlib.phases.game.solve) on constructed phase-5 tables whose games are solved by
 hand: payoff arrays, a prisoner's dilemma and a stag hunt in disguise, a 3-agent game, missing and
 duplicate profiles, profile-name tolerance, the alignment-weight sweep and the written files."""
 
@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftlib.errors import ConfigError, DataError
-from driftlib.game import (
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.core.profiles import profile_name
+from driftlib.phases.game.solve import (
     GAME_FILES,
     SENSITIVITY_COLUMNS,
     SUMMARY_COLUMNS,
@@ -23,7 +24,6 @@ from driftlib.game import (
     summarize_games,
     write_game,
 )
-from driftlib.profiles import profile_name
 
 
 def _rows(pairing: str, agents: list[str], profile: str, lams, outcome: float, aqis, kls) -> list[dict]:

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from driftlib.errors import ArtifactError, ConfigError
-from driftlib.gguf_export import export_control_vector, import_control_vector
+from driftlib.core.errors import ArtifactError, ConfigError
+from driftlib.steer.gguf import export_control_vector, import_control_vector
 
 gguf = pytest.importorskip("gguf")
 

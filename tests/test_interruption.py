@@ -38,7 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from snakemake_run import finish, kill_group, make_workdir, run_snakemake, start_snakemake
+from snakemake_run import (
+    finish,
+    kill_group,
+    make_workdir,
+    run_snakemake,
+    start_snakemake,
+)
 
 pytestmark = pytest.mark.workflow
 

@@ -1,4 +1,4 @@
-"""Tests of driftlib.layer_matching against independently computed values (reference code written here)."""
+"""Tests of driftlib.stats.layer_matching against independently computed values (reference code written here)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import ortho_group
 
-from driftlib import layer_matching as M
-from driftlib.errors import ConfigError, DataError
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.stats import layer_matching as M
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
@@ -191,7 +191,7 @@ def test_cka_matrix_bad_inputs_raise():
 def test_match_by_depth_formula_and_resolve_layers(n_source, n_target):
     from fractions import Fraction
 
-    from driftlib.layers import resolve_layers
+    from driftlib.core.layerspec import resolve_layers
 
     targets = list(range(n_target))
     got = M.match_by_depth(targets, n_source, n_target)

@@ -6,8 +6,10 @@ import pytest
 import torch
 import transformers
 
-from driftlib.errors import ConfigError, ModelError
-from driftlib.layers import LAYER_PATHS, find_decoder_layers, num_layers, resolve_layers
+from driftlib.core.errors import ConfigError, ModelError
+from driftlib.core.layerspec import resolve_layers
+from driftlib.model.families import LAYER_PATHS
+from driftlib.model.layers import find_decoder_layers, num_layers
 
 
 def _llama(n_layers: int = 3) -> transformers.LlamaConfig:

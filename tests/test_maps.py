@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from driftlib.artifacts import load_tensors, save_tensors
-from driftlib.errors import ArtifactError, ConfigError, DataError
-from driftlib.maps import (
+from driftlib.core.artifacts import load_tensors, save_tensors
+from driftlib.core.errors import ArtifactError, ConfigError, DataError
+from driftlib.stats.maps import (
     METHODS,
     LinearMap,
     fit_map,

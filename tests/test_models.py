@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
-from driftlib.errors import ConfigError, ModelError
-from driftlib.models import ATTN_IMPLEMENTATION, describe_model, load_model, resolve_device, resolve_dtype
 from random_models import VOCAB, bpe_tokenizer
 
+from driftlib.core.errors import ConfigError, ModelError
+from driftlib.model.loading import (
+    ATTN_IMPLEMENTATION,
+    describe_model,
+    load_model,
+    resolve_device,
+    resolve_dtype,
+)
 
 
 def _tokenizer() -> transformers.PreTrainedTokenizerFast:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from driftlib.pooling import first_token_index, last_token_index, last_token_pool, mean_pool, pool, token_weights
+from driftlib.model.pooling import (
+    first_token_index,
+    last_token_index,
+    last_token_pool,
+    mean_pool,
+    pool,
+    token_weights,
+)
 
 # 3 rows, 5 positions: left padded, right padded, one real token (left padded)
 MASK = torch.tensor(

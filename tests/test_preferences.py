@@ -1,4 +1,4 @@
-"""Tests of driftlib.preferences: hh-rlhf pair loading, sampling and transcript parsing."""
+"""Tests of driftlib.datasets.pairs: hh-rlhf pair loading, sampling and transcript parsing."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from driftlib.artifacts import fingerprint
-from driftlib.errors import ConfigError, DataError
-from driftlib.preferences import (
+from driftlib.core.artifacts import fingerprint
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.datasets.pairs import (
     load_pairs,
     parse_transcript,
     sample_pairs,
@@ -94,7 +94,7 @@ def test_identical_and_empty_pairs_are_dropped_and_counted(
     recs = [_pair(1), {"chosen": same, "rejected": same}, {"chosen": "  ", "rejected": "x"},
             {"chosen": "", "rejected": ""}, _pair(5)]
     path = _write_jsonl(tmp_path / "p.jsonl", recs)
-    with caplog.at_level(logging.WARNING, logger="driftlib.preferences"):
+    with caplog.at_level(logging.WARNING, logger="driftlib.datasets.pairs"):
         df, report = load_pairs(path)
     assert df["id"].tolist() == ["pair00001", "pair00005"]
     assert report["rows_read"] == 5

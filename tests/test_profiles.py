@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from driftlib.errors import ConfigError
-from driftlib.profiles import pairing_name, parse_pairing, parse_profile, profile_name
+from driftlib.core.errors import ConfigError
+from driftlib.core.profiles import (
+    pairing_name,
+    parse_pairing,
+    parse_profile,
+    profile_name,
+)
 
 
 def test_profile_names_round_trip_in_shortest_form():

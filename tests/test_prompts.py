@@ -1,4 +1,4 @@
-"""Tests of driftlib.prompts: LITMUS prompt loading, validation and balanced sampling."""
+"""Tests of driftlib.datasets.prompts: LITMUS prompt loading, validation and balanced sampling."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from driftlib.artifacts import fingerprint
-from driftlib.errors import ConfigError, DataError
-from driftlib.prompts import AXIOMS, LABELS, load_prompts, sample_balanced
+from driftlib.core.artifacts import fingerprint
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.datasets.prompts import AXIOMS, LABELS, load_prompts, sample_balanced
 
 
 def _write_jsonl(path: Path, records: list[Any]) -> Path:
@@ -145,7 +145,7 @@ def test_empty_texts_dropped_with_warning_and_stable_ids(tmp_path: Path,
     recs = [_rec(text="one"), _rec(text="   \n"), _rec(text="three"), _rec(text=""),
             _rec(text=None)]
     path.write_text("\n".join(json.dumps(r) for r in recs) + "\n\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="driftlib.prompts"):
+    with caplog.at_level(logging.WARNING, logger="driftlib.datasets.prompts"):
         df, report = load_prompts(path)
     assert df["id"].tolist() == ["p00000", "p00002"]  # positions in the source, not renumbered
     assert df["text"].tolist() == ["one", "three"]
@@ -280,7 +280,7 @@ def test_shortfall_recorded_never_filled(caplog: pytest.LogCaptureFixture) -> No
     counts = {(a, lab): 12 for a in AXIOMS[:2] for lab in LABELS}
     counts[(AXIOMS[1], "unsafe")] = 4
     df = _grid(counts)
-    with caplog.at_level(logging.WARNING, logger="driftlib.prompts"):
+    with caplog.at_level(logging.WARNING, logger="driftlib.datasets.prompts"):
         out, report = sample_balanced(df, 10, seed=1)
     short = out[(out["axiom"] == AXIOMS[1]) & (out["safety_label"] == "unsafe")]
     assert len(short) == 4 and short["id"].is_unique  # all of it, nothing duplicated

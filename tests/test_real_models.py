@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from driftlib import real_models
-from driftlib.errors import ConfigError, ModelError
+from driftlib.core.errors import ConfigError, ModelError
+from driftlib.model import real as real_models
 
 
 def test_real_member_and_registry():
@@ -37,7 +37,7 @@ needs_smollm2 = pytest.mark.skipif(not real_models.available("smollm2-135m-instr
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    from driftlib.models import load_model
+    from driftlib.model.loading import load_model
 
     out = tmp_path_factory.mktemp("real") / "smollm2-135m-instruct"
     record = real_models.materialize("smollm2-135m-instruct", out)
@@ -47,8 +47,8 @@ def smollm2(tmp_path_factory):
 
 @needs_smollm2
 def test_smoke_real_weights_extract_and_steer(smollm2):
-    from driftlib.activations import extract_hidden_states
-    from driftlib.steering import steer
+    from driftlib.model.forward import extract_hidden_states
+    from driftlib.steer.hooks import steer
 
     model, tokenizer, record = smollm2
     assert record["model_type"] == "llama" and record["num_hidden_layers"] == 30 and record["hidden_size"] == 576

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftlib.recovery import largest_recovered_drop, pick_cross_arch, recovery_rate
-from driftlib.transfer import transfer_efficiency
+from driftlib.phases.recovery.evaluate import recovery_rate
+from driftlib.phases.recovery.run import pick_cross_arch
+from driftlib.phases.recovery.summary import largest_recovered_drop
+from driftlib.stats.transfer import transfer_efficiency
 
 
 def test_recovery_rate_on_constructed_numbers():
@@ -44,7 +46,7 @@ def _blobs(rng, n, shift):
 def test_rate_with_interval_is_the_paired_ratio_of_aqi_gains():
     """The recovery rate is transfer_efficiency with the dealigned model as the unsteered state
     and the aligned model as the reference: check it against the AQIs computed one by one."""
-    from driftlib.aqi import alignment_quality
+    from driftlib.stats.aqi import alignment_quality
 
     rng = np.random.default_rng(0)
     aligned, y = _blobs(rng, 400, 2.0)

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftlib.artifacts import save_tensors
-from driftlib.errors import ArtifactError
-from driftlib.scoring import load_activations_for
+from driftlib.core.artifacts import save_tensors
+from driftlib.core.errors import ArtifactError
+from driftlib.phases.baseline.scoring import load_activations_for
 
 
 @pytest.fixture()

@@ -157,7 +157,9 @@ def test_profile_asks_for_gpus_only_through_the_gpu_resource() -> None:
         bad = [t for t in tokens if t in MANAGED_FLAGS or any(t.startswith(f + "=") for f in MANAGED_FLAGS)]
         assert not bad, f"{path}: {bad} are set by the plugin, not through slurm_extra"
     try:
-        from snakemake_executor_plugin_slurm.validation import get_forbidden_slurm_options
+        from snakemake_executor_plugin_slurm.validation import (
+            get_forbidden_slurm_options,
+        )
     except ImportError:
         return
     for path, text in extras:

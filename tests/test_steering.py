@@ -7,9 +7,9 @@ import pytest
 import torch
 import transformers
 
-from driftlib.errors import ConfigError
-from driftlib.layers import find_decoder_layers
-from driftlib.steering import _blocks_owner, steer
+from driftlib.core.errors import ConfigError
+from driftlib.model.layers import find_decoder_layers
+from driftlib.steer.hooks import _blocks_owner, steer
 
 VOCAB = 300
 D = 32

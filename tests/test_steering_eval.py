@@ -6,10 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftlib.aqi import alignment_quality
-from driftlib.artifacts import fingerprint, save_tensors, write_table
-from driftlib.errors import ArtifactError
-from driftlib.steering_eval import monotonic_within_noise, score_sweep, spearman_interval
+from driftlib.core.artifacts import fingerprint, save_tensors, write_table
+from driftlib.core.errors import ArtifactError
+from driftlib.phases.same_arch.evaluate import (
+    monotonic_within_noise,
+    score_sweep,
+    spearman_interval,
+)
+from driftlib.stats.aqi import alignment_quality
 
 
 def test_spearman_interval_tight_for_clean_curve_and_wide_for_noise():
@@ -75,7 +79,7 @@ def test_score_sweep_refuses_other_prompts(sweep_files):
 def test_best_in_bound_counts_repetition_above_lambda_zero():
     import pandas as pd
 
-    from driftlib.steering_eval import best_in_bound
+    from driftlib.stats.selection import best_in_bound
 
     curve = pd.DataFrame({"lam": [0.0, 0.5, 1.0, 2.0], "aqi": [1.0, 3.0, 4.0, 9.0]})
     cost = pd.DataFrame({"lam": [0.0, 0.5, 1.0, 2.0], "kl": [0.0, 0.1, 0.2, 0.9],

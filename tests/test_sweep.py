@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
-from driftlib.activations import extract_hidden_states
-from driftlib.errors import ConfigError, ModelError
-from driftlib.layers import find_decoder_layers
-from driftlib.steering import steer
-from driftlib.sweep import random_like, replay_prefix, sweep_hidden_states
 from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer, random_vectors
+
+from driftlib.core.errors import ConfigError, ModelError
+from driftlib.model.forward import extract_hidden_states
+from driftlib.model.layers import find_decoder_layers
+from driftlib.steer.hooks import steer
+from driftlib.steer.spec import SteeringSpec
+from driftlib.steer.sweep import random_like, replay_prefix, sweep_hidden_states
 
 HIDDEN = 32
 TEXTS = SAMPLE_TEXTS
@@ -94,12 +95,14 @@ def test_sweep_pooling_and_batch_sizes(llama: torch.nn.Module, tokenizer: object
 def test_sweep_injection_at_block_zero_and_preserve_norm(llama: torch.nn.Module, tokenizer: object) -> None:
     vectors = _vectors([0, 3], norm=10.0)
     for preserve in (False, True):
-        got = sweep_hidden_states(llama, tokenizer, TEXTS, vectors, LAMBDAS, [4], preserve_norm=preserve, batch_size=4, progress=False)
+        spec = SteeringSpec(layers=(0, 3), preserve_norm=preserve, vectors=vectors)
+        got = sweep_hidden_states(llama, tokenizer, TEXTS, spec, LAMBDAS, [4], batch_size=4, progress=False)
         want = _independent(llama, tokenizer, vectors, LAMBDAS, [4], preserve_norm=preserve, batch_size=4)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # preserve_norm changes the result (so it was really passed on)
     plain = sweep_hidden_states(llama, tokenizer, TEXTS, vectors, [2.0], [4], batch_size=4, progress=False)
-    kept = sweep_hidden_states(llama, tokenizer, TEXTS, vectors, [2.0], [4], preserve_norm=True, batch_size=4, progress=False)
+    kept = sweep_hidden_states(llama, tokenizer, TEXTS, SteeringSpec(layers=(0, 3), preserve_norm=True, vectors=vectors),
+                               [2.0], [4], batch_size=4, progress=False)
     assert np.abs(plain - kept).max() > 1e-2
 
 

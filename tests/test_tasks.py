@@ -1,4 +1,4 @@
-"""Tests of driftlib.tasks: the bundled collaborative task file, validation and sampling."""
+"""Tests of driftlib.datasets.tasks: the bundled collaborative task file, validation and sampling."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from driftlib.errors import ConfigError, DataError
-from driftlib.tasks import TASK_COLUMNS, load_tasks, sample_tasks
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.datasets.tasks import TASK_COLUMNS, load_tasks, sample_tasks
 
 _FLAG = re.compile(r"declin|flag|refus|raise", re.IGNORECASE)
 

@@ -1,4 +1,4 @@
-"""Tests of the tiny model family builder (driftlib.tiny): tokenizer, five archs, alignment step."""
+"""Tests of the tiny model family builder (driftlib.model.tiny): tokenizer, five archs, alignment step."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from driftlib import tiny
-from driftlib.errors import ConfigError, DataError
+from driftlib.core.errors import ConfigError, DataError
+from driftlib.model import tiny
+from driftlib.model.families import TINY_ARCHS
 
-ARCHS = list(tiny.TINY_ARCHS)
+ARCHS = list(TINY_ARCHS)
 #: few, small steps: enough for the loss to fall, quick enough for the whole file to stay short
 FAST = {"steps": 12, "batch_size": 8, "seq_len": 32}
 
@@ -145,10 +146,10 @@ def test_encode_chat_labels_only_assistant_tokens(tok) -> None:
 
 
 def test_archs_differ_in_hidden_size_and_config_is_valid(tok) -> None:
-    hidden = [spec["hidden_size"] for spec in tiny.TINY_ARCHS.values()]
-    assert set(tiny.TINY_ARCHS) == {"llama", "mistral", "qwen2", "phi3", "gemma2"}
+    hidden = [spec["hidden_size"] for spec in TINY_ARCHS.values()]
+    assert set(TINY_ARCHS) == {"llama", "mistral", "qwen2", "phi3", "gemma2"}
     assert len(set(hidden)) == len(hidden)
-    assert len({spec["num_hidden_layers"] for spec in tiny.TINY_ARCHS.values()}) > 1
+    assert len({spec["num_hidden_layers"] for spec in TINY_ARCHS.values()}) > 1
     gemma = tiny.tiny_config("gemma2", tok)
     assert gemma.sliding_window < gemma.max_position_embeddings == 512
     assert gemma.attn_logit_softcapping and gemma.final_logit_softcapping
@@ -159,7 +160,7 @@ def test_archs_differ_in_hidden_size_and_config_is_valid(tok) -> None:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_base_builds_learns_and_reloads(arch: str, bases, tok_dir: Path) -> None:
     path, record = bases[arch]
-    spec = tiny.TINY_ARCHS[arch]
+    spec = TINY_ARCHS[arch]
     model, info = AutoModelForCausalLM.from_pretrained(str(path), output_loading_info=True)
     assert not any(info.get(k) for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
     assert model.config.model_type == arch
@@ -228,7 +229,7 @@ def test_aligned_changes_weights_and_lowers_chosen_loss(aligned, bases, split_pa
     assert tiny.chosen_loss(path, train) < tiny.chosen_loss(base_path, train) - 0.1
     assert tiny.chosen_loss(path, held_out) < tiny.chosen_loss(base_path, held_out)
     loaded = AutoModelForCausalLM.from_pretrained(str(path))
-    assert loaded.config.hidden_size == tiny.TINY_ARCHS["llama"]["hidden_size"]
+    assert loaded.config.hidden_size == TINY_ARCHS["llama"]["hidden_size"]
 
 
 def test_aligned_rejects_pairs_without_chosen(bases, tmp_path: Path) -> None:

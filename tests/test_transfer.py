@@ -1,4 +1,4 @@
-"""Tests of driftlib.transfer against independently computed values (reference code written here)."""
+"""Tests of driftlib.stats.transfer against independently computed values (reference code written here)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from driftlib import aqi as A
-from driftlib import transfer as T
-from driftlib.errors import ConfigError, DataError, NumericsError
+from driftlib.core.errors import ConfigError, DataError, NumericsError
+from driftlib.stats import aqi as A
+from driftlib.stats import transfer as T
 
 pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
@@ -155,8 +155,8 @@ def test_paired_bootstrap_matches_alignment_quality_draws():
     Zs, order = [], np.argsort(~y.astype(bool), kind="stable")
     n_s = int(y.sum())
     for h in (hu, hm, ho):
-        Z = A._preprocess_inplace(A._ordered_float64(h, order), "standardize", 32, 0)
-        c_s, c_u, rn = A._two_class_moments(Z, n_s)
+        Z = A.preprocess_inplace(A.ordered_float64(h, order), "standardize", 32, 0)
+        c_s, c_u, rn = A.two_class_moments(Z, n_s)
         Zs.append((Z, c_s, c_u, rn))
     ss_s, ss_u, _ = np.random.SeedSequence(0).spawn(3)
     xb = A.paired_bootstrap_xb(Zs, n_s, 300, np.random.default_rng(ss_s), np.random.default_rng(ss_u))

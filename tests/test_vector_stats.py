@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftlib.errors import ConfigError
-from driftlib.vector_stats import compute_vectors, steering_kind
+from driftlib.core.errors import ConfigError
+from driftlib.phases.vectors.evaluate import compute_vectors, steering_kind
 
 
 def planted(n=200, L=3, d=16, seed=0, strength=3.0):

@@ -9,23 +9,25 @@ import torch
 import transformers
 from random_models import bpe_tokenizer
 
-from driftlib.artifacts import load_tensors, save_tensors
-from driftlib.errors import ArtifactError, ConfigError, DataError, ModelError
-from driftlib.vectors import (
+from driftlib.core.artifacts import load_tensors, save_tensors
+from driftlib.core.errors import ArtifactError, ConfigError, DataError, ModelError
+from driftlib.steer.train import (
+    paired_last_token_states,
+    train_contrastive_vector,
+    train_steering_vector,
+)
+from driftlib.steer.vectors import (
     adjacent_layer_cosines,
     contrastive,
     contrastive_stability,
     cosine_per_layer,
     load_vectors,
     mean_difference,
-    paired_last_token_states,
     pca_direction,
     relative_norms,
     residual_norms,
     save_vectors,
     split_half_stability,
-    train_contrastive_vector,
-    train_steering_vector,
 )
 
 N, L, D = 200, 3, 64

@@ -101,7 +101,7 @@ def test_run_completes_with_phase1_outputs(finished: Path) -> None:
 
 
 def test_run_produces_vectors_and_steering_curves(finished: Path) -> None:
-    from driftlib.vectors import load_vectors
+    from driftlib.steer.vectors import load_vectors
 
     stats = pd.read_parquet(finished / "results/vectors/vector_stats.parquet")
     assert set(stats["model"]) == {"llama", "qwen2"}
@@ -121,8 +121,8 @@ def test_run_produces_vectors_and_steering_curves(finished: Path) -> None:
 
 
 def test_run_produces_the_transfer_matrix_with_controls(finished: Path) -> None:
-    from driftlib.maps import load_maps
-    from driftlib.vectors import load_vectors
+    from driftlib.stats.maps import load_maps
+    from driftlib.steer.vectors import load_vectors
 
     matrix = pd.read_parquet(finished / "results/transfer/transfer_matrix.parquet")
     # sources x targets without the diagonal: (llama -> qwen2, qwen2 -> llama) x 3 methods
@@ -293,28 +293,42 @@ def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None
                     "recovery_summary": 1}
 
 
+#: every rule that steers (sweeps, cost, agents), with everything downstream of them
+AFTER_STEERING = {"sweep_same_arch": 2, "capability_cost": 2, "score_sweep": 2, "steering_summary": 1,
+                  "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1,
+                  "recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1,
+                  "collaborate": 4, "solo_run": 4, **COLLAB_AFTER_PROMPTS, "all": 1}
+
+
 @pytest.mark.parametrize("module, expected", [
-    # the AQI: everything that scores, and the summaries after it; not extraction, vectors or maps
-    ("aqi", {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1,
-             "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, "all": 1,
-             **RECOVERY_AFTER_PROMPTS, **COLLAB_AFTER_SCORING}),
+    # the AQI (numpy-only statistics): everything that scores, and the summaries after it; not
+    # extraction, vectors or maps
+    ("stats/aqi.py", {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1,
+                      "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, "all": 1,
+                      **RECOVERY_AFTER_PROMPTS, **COLLAB_AFTER_SCORING}),
     # the maps: phase 4 from the fits on
-    ("maps", {"fit_maps": 2, **TRANSFER_AFTER_PROMPTS, "all": 1, "recovery_sweep": 4, "score_recovery": 4,
-              "evaluate_recovery": 4, "recovery_summary": 1}),
-    # the plots: only the summaries (the recovery sweeps read the per-model tables, not the summaries)
-    ("plots", {"baseline_summary": 1, "vectors_summary": 1, "steering_summary": 1, "transfer_summary": 1,
-               "recovery_summary": 1, "collab_summary": 1, "solve_game": 1, "game_summary": 1, "all": 1}),
+    ("stats/maps.py", {"fit_maps": 2, **TRANSFER_AFTER_PROMPTS, "all": 1, "recovery_sweep": 4, "score_recovery": 4,
+                       "evaluate_recovery": 4, "recovery_summary": 1}),
+    # what every plot shares: only the summaries (the recovery sweeps read the per-model tables)
+    ("core/plots.py", {"baseline_summary": 1, "vectors_summary": 1, "steering_summary": 1, "transfer_summary": 1,
+                       "recovery_summary": 1, "collab_summary": 1, "solve_game": 1, "game_summary": 1, "all": 1}),
+    # one phase's plots: that phase's summary only
+    ("phases/same_arch/plots.py", {"steering_summary": 1, "all": 1}),
+    # the steering intervention (imported lazily by the sweeps): every rule that steers, not
+    # extraction or vectors
+    ("steer/hooks.py", AFTER_STEERING),
+    ("steer/operators.py", AFTER_STEERING),
     # the protocol: every collaboration and solo run, and what is measured on them
-    ("collaboration", {"collaborate": 4, "solo_run": 4, **COLLAB_AFTER_PROMPTS, "all": 1}),
+    ("phases/collaboration/protocol.py", {"collaborate": 4, "solo_run": 4, **COLLAB_AFTER_PROMPTS, "all": 1}),
     # the equilibria: phase 6 only
-    ("equilibria", {"solve_game": 1, "game_summary": 1, "all": 1}),
+    ("stats/equilibria.py", {"solve_game": 1, "game_summary": 1, "all": 1}),
     # the dealignment: phase 4.5 only
-    ("dealign", {"train_dealign": 2, **RECOVERY_AFTER_PROMPTS, "all": 1}),
+    ("phases/recovery/dealign.py", {"train_dealign": 2, **RECOVERY_AFTER_PROMPTS, "all": 1}),
 ])
 def test_editing_a_driftlib_module_reruns_the_rules_that_use_it(finished: Path, module: str, expected: dict) -> None:
     # the workdir's copy of driftlib is what the rules list as code inputs (see make_workdir);
     # Snakemake compares checksums, so the edit must change the content, not only the mtime
-    source = finished / "src" / "driftlib" / f"{module}.py"
+    source = finished / "src" / "driftlib" / module
     original = source.read_bytes()
     source.write_bytes(original + b"\n# an edit\n")
     try:

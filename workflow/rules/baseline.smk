@@ -6,7 +6,7 @@ rule extract_prompts:
     input:
         prompts=f"{RESULTS}/data/prompts.parquet",
         model=model_inputs,
-        code=code("activations", "models"),
+        code=code("extract"),
     output:
         f"{RESULTS}/activations/{{model}}/{{variant}}/prompts.safetensors",
     params:
@@ -36,7 +36,7 @@ rule score_aqi:
     input:
         activations=f"{RESULTS}/activations/{{model}}/{{variant}}/prompts.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
-        code=code("scoring", "aqi"),
+        code=code("score"),
     output:
         f"{RESULTS}/aqi/{{model}}/{{variant}}.parquet",
     params:
@@ -62,7 +62,7 @@ rule score_aqi:
 rule baseline_summary:
     input:
         tables=[f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF],
-        code=code("baseline", "plots"),
+        code=code("summarize-baseline"),
     output:
         table=f"{RESULTS}/baseline/aqi_summary.parquet",
         csv=report(

@@ -8,7 +8,7 @@
 rule prepare_tasks:
     input:
         local_file(COLLAB["tasks"]),
-        code=code("tasks"),
+        code=code("prepare-tasks"),
     output:
         f"{RESULTS}/collab/tasks.parquet",
     params:
@@ -33,12 +33,12 @@ rule collaborate:
         tasks=f"{RESULTS}/collab/tasks.parquet",
         vectors=pairing_inputs(lambda key: [f"{RESULTS}/vectors/{key}.safetensors"]),
         models=pairing_inputs(lambda key: built_inputs(key, "aligned")),
-        code=code("collaboration", "models", "vectors"),
+        code=code("collaborate"),
     output:
         f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
     params:
+        steering=steering_args(),
         agents=agents_json,
-        inject=layer_args(STEER["layers"]),
         rounds=COLLAB["rounds"],
         seeds=layer_args(COLLAB["seeds"]),
         order=COLLAB["order"],
@@ -60,7 +60,7 @@ rule collaborate:
     conda:
         ENV
     shell:
-        "driftlib collaborate --agents {params.agents:q} --tasks {input.tasks} --inject {params.inject} "
+        "driftlib collaborate --agents {params.agents:q} --tasks {input.tasks} {params.steering} "
         "--rounds {params.rounds} --seeds {params.seeds} --order {params.order} "
         "--max-new-tokens {params.max_new_tokens} --temperature {params.temperature} --top-p {params.top_p} "
         "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --device {params.device} "
@@ -72,13 +72,13 @@ rule solo_run:
         tasks=f"{RESULTS}/collab/tasks.parquet",
         vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
         model=lambda wildcards: built_inputs(wildcards.agent, "aligned"),
-        code=code("collaboration", "models", "vectors"),
+        code=code("solo"),
     output:
         f"{RESULTS}/collab/solo/{{agent}}/lam{{lam}}/transcripts.parquet",
     params:
+        steering=steering_args(),
         model=lambda wildcards: load_options(wildcards.agent, "aligned"),
         turns=lambda wildcards: solo_turns(wildcards.agent),
-        inject=layer_args(STEER["layers"]),
         seeds=layer_args(COLLAB["seeds"]),
         max_new_tokens=COLLAB["max_new_tokens"],
         temperature=COLLAB["temperature"],
@@ -98,7 +98,7 @@ rule solo_run:
         ENV
     shell:
         "driftlib solo {params.model} --name {wildcards.agent} --vectors {input.vectors} --lam {wildcards.lam} "
-        "--turns {params.turns} --tasks {input.tasks} --inject {params.inject} --seeds {params.seeds} "
+        "--turns {params.turns} --tasks {input.tasks} {params.steering} --seeds {params.seeds} "
         "--max-new-tokens {params.max_new_tokens} --temperature {params.temperature} --top-p {params.top_p} "
         "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --out {output} > {log} 2>&1"
 
@@ -112,14 +112,14 @@ rule collab_states:
         vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
         neutral=local_file(STEER["cost"]["neutral"]),
         model=lambda wildcards: built_inputs(wildcards.agent, "aligned"),
-        code=code("collab_measure", "models", "vectors"),
+        code=code("collab-states"),
     output:
         f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.states.safetensors",
     params:
+        steering=steering_args(),
         model=lambda wildcards: load_options(wildcards.agent, "aligned"),
         lam=agent_lambda,
         team=lambda wildcards: " ".join(PAIRINGS[wildcards.pairing]),
-        inject=layer_args(STEER["layers"]),
         measure=layer_args(STEER["measure_layers"]),
         pooling=config["extraction"]["pooling"],
         context_tokens=COLLAB["context_tokens"],
@@ -139,7 +139,7 @@ rule collab_states:
         ENV
     shell:
         "driftlib collab-states {params.model} --name {wildcards.agent} --vectors {input.vectors} --lam {params.lam} "
-        "--team {params.team} --inject {params.inject} --measure {params.measure} --pooling {params.pooling} "
+        "--team {params.team} {params.steering} --measure {params.measure} --pooling {params.pooling} "
         "--tasks {input.tasks} --transcripts {input.transcripts} --solo {input.solo} --prompts {input.prompts} "
         "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --neutral {params.neutral:q} "
         "--n-texts {params.n_texts} --out {output} > {log} 2>&1"
@@ -152,7 +152,7 @@ rule score_collab:
         vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
         transcripts=f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
         tasks=f"{RESULTS}/collab/tasks.parquet",
-        code=code("collab_eval", "vectors", "scoring"),
+        code=code("score-collab"),
     output:
         f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.drift.json",
     params:
@@ -176,7 +176,7 @@ rule collab_summary:
         drift=drift_files(COLLAB_RUNS),
         transcripts=[f"{run_dir(n, p)}/transcripts.parquet" for n, p in COLLAB_RUNS],
         tasks=f"{RESULTS}/collab/tasks.parquet",
-        code=code("collab_eval", "plots"),
+        code=code("summarize-collab"),
     output:
         table=f"{RESULTS}/collab/drift.parquet",
         csv=report(

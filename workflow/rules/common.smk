@@ -10,9 +10,9 @@ from snakemake.exceptions import WorkflowError
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # driftlib from this checkout
 
 import driftlib
-from driftlib.config import iter_model_variants, load_and_check, tiny_member
-from driftlib.real_models import REAL_MODELS, real_member
-from driftlib.errors import ConfigError
+from driftlib.core.config import iter_model_variants, load_and_check, tiny_member
+from driftlib.model.real import REAL_MODELS, real_member
+from driftlib.core.errors import ConfigError
 
 try:
     load_and_check(config)
@@ -73,48 +73,21 @@ def model_options(wildcards):
     return load_options(wildcards.model, wildcards.variant)
 
 
-# Snakemake does not see edits to an imported library. Each rule therefore lists the driftlib
-# modules whose code it runs as inputs (with the driftlib modules they import at module level), so
-# editing one re-runs the rules that use it. Not listed: cli.py (argument parsing only),
-# errors.py (messages) and __init__.py (the version); after editing those, use --forcerun.
-DRIFTLIB_DIR = Path(driftlib.__file__).resolve().parent
-_NOT_CODE_INPUTS = {"cli", "errors", "__init__"}
+# Snakemake does not see edits to an imported library. Each rule therefore lists, as inputs, the
+# driftlib source files that its command can run: code("sweep") follows the import graph from the
+# phase function that `driftlib sweep` calls, lazy imports included (driftlib.cli.codegraph says
+# how, and what is left out: the CLI's argument parsing, error messages, __init__ files).
+from driftlib.cli.codegraph import command_sources
 
 
-def _module_imports(name):
-    """The driftlib modules that module `name` imports at module level."""
-    import ast
-
-    tree = ast.parse((DRIFTLIB_DIR / f"{name}.py").read_text(encoding="utf-8"))
-    found = set()
-    for node in tree.body:
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "driftlib":
-                found.update(alias.name for alias in node.names)
-            elif node.module.startswith("driftlib."):
-                found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("driftlib."))
-    return {m for m in found if (DRIFTLIB_DIR / f"{m}.py").is_file()}
-
-
-def code(*modules):
-    """Source files of `modules` and of what they import, for a rule's `input` (see above)."""
-    todo, seen = list(modules), set()
-    while todo:
-        name = todo.pop()
-        if name in seen:
-            continue
-        if not (DRIFTLIB_DIR / f"{name}.py").is_file():
-            raise WorkflowError(f"code(): driftlib has no module {name!r}")
-        seen.add(name)
-        todo.extend(_module_imports(name) - seen)
+def code(command):
+    """Source files of what `driftlib <command>` runs, for a rule's `input`."""
     base = Path(workflow.basedir).resolve()
-    paths = []
-    for name in sorted(seen - _NOT_CODE_INPUTS):
-        path = DRIFTLIB_DIR / f"{name}.py"
-        paths.append(str(path.relative_to(base)) if path.is_relative_to(base) else str(path))
-    return paths
+    try:
+        files = command_sources(command)
+    except ConfigError as exc:
+        raise WorkflowError(str(exc)) from None
+    return [str(f.relative_to(base)) if f.is_relative_to(base) else str(f) for f in files]
 
 
 # Host memory and time limit of a job that runs a model, scaled from the model's size in billions of
@@ -172,6 +145,13 @@ def base_pair_args(wildcards, input):
 # --- phase 3 ---------------------------------------------------------------------------
 
 STEER = config["steering"]
+
+
+def steering_args():
+    """The steering specification's options (config `steering`) as the CLI takes them: one param
+    shared by every rule that steers, so a change re-runs all of them."""
+    args = f"--inject {layer_args(STEER['layers'])} --operator {STEER['operator']}"
+    return args + (" --preserve-norm" if STEER["preserve_norm"] else "")
 
 
 def space_variant(key):
@@ -243,7 +223,7 @@ AQI_TABLES = [f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF]
 
 from itertools import product
 
-from driftlib.profiles import pairing_name, parse_profile, profile_name
+from driftlib.core.profiles import pairing_name, parse_profile, profile_name
 
 COLLAB = config["collaboration"]
 GAME = config["game"]

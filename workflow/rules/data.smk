@@ -4,7 +4,7 @@
 rule prepare_prompts:
     input:
         local_file(config["data"]["prompts"]["source"]),
-        code=code("prompts"),
+        code=code("prepare-prompts"),
     output:
         f"{RESULTS}/data/prompts.parquet",
     params:
@@ -32,7 +32,7 @@ rule prepare_prompts:
 rule prepare_pairs:
     input:
         local_file(config["data"]["pairs"]["source"]),
-        code=code("preferences"),
+        code=code("prepare-pairs"),
     output:
         f"{RESULTS}/data/pairs.parquet",
     params:

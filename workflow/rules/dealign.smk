@@ -9,7 +9,7 @@ rule train_dealign:
     input:
         pairs=f"{RESULTS}/data/pairs.parquet",
         model=aligned_model_inputs,
-        code=code("dealign", "models"),
+        code=code("train-dealign"),
     output:
         directory(f"{DEALIGN_DIR}/adapters"),
     params:
@@ -52,17 +52,16 @@ rule recovery_sweep:
         aqi=AQI_TABLES,
         neutral=local_file(STEER["cost"]["neutral"]),
         model=aligned_model_inputs,
-        code=code("dealign", "sweep", "capability", "recovery", "baseline", "transfer_eval", "models", "vectors"),
+        code=code("recovery-sweep"),
     output:
         sweep=f"{DEALIGN_DIR}/steps{{steps}}/sweep.safetensors",
         cost=f"{DEALIGN_DIR}/steps{{steps}}/cost.parquet",
     params:
+        steering=steering_args(),
         model=aligned_model_options,
         adapter=lambda wildcards, input: f"{input.adapters}/steps{wildcards.steps}",
-        inject=layer_args(STEER["layers"]),
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
-        preserve="--preserve-norm" if STEER["preserve_norm"] else "",
         pooling=config["extraction"]["pooling"],
         skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
         batch_size=config["extraction"]["batch_size"],
@@ -85,9 +84,9 @@ rule recovery_sweep:
         ENV
     shell:
         "driftlib recovery-sweep {params.model} --name {wildcards.model} --adapter {params.adapter} "
-        "--steps {wildcards.steps} --vectors {input.vectors} --inject {params.inject} --aqi-tables {input.aqi} "
+        "--steps {wildcards.steps} --vectors {input.vectors} {params.steering} --aqi-tables {input.aqi} "
         "--fits {input.fits} --efficiencies {input.efficiencies} --mapped {input.mapped} --measure {params.measure} "
-        "--lambdas {params.lambdas} {params.preserve} --texts {input.prompts} --pooling {params.pooling} "
+        "--lambdas {params.lambdas} --texts {input.prompts} --pooling {params.pooling} "
         "{params.skip_first} --batch-size {params.batch_size} --max-length {params.max_length} "
         "--neutral {params.neutral:q} --n-texts {params.n_texts} --n-prompts {params.n_prompts} "
         "--max-new-tokens {params.max_new_tokens} --seed {params.seed} --out {output.sweep} "
@@ -98,7 +97,7 @@ rule score_recovery:
     input:
         sweep=f"{DEALIGN_DIR}/steps{{steps}}/sweep.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
-        code=code("steering_eval", "aqi", "scoring"),
+        code=code("score-sweep"),
     output:
         f"{DEALIGN_DIR}/steps{{steps}}/sweep_aqi.parquet",
     params:
@@ -121,7 +120,7 @@ rule evaluate_recovery:
         cost=f"{DEALIGN_DIR}/steps{{steps}}/cost.parquet",
         aligned=f"{RESULTS}/activations/{{model}}/aligned/prompts.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
-        code=code("recovery", "transfer", "transfer_eval", "capability", "scoring", "aqi"),
+        code=code("evaluate-recovery"),
     output:
         f"{DEALIGN_DIR}/steps{{steps}}/recovery.parquet",
     params:
@@ -146,7 +145,7 @@ rule recovery_summary:
         sweeps=[f"{RESULTS}/dealign/{m}/steps{s}/sweep_aqi.parquet" for m in DEALIGNED for s in STRENGTHS],
         adapters=[f"{RESULTS}/dealign/{m}/adapters" for m in DEALIGNED],
         baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
-        code=code("recovery", "plots"),
+        code=code("summarize-recovery"),
     output:
         table=f"{RESULTS}/dealign/recovery_summary.parquet",
         csv=report(

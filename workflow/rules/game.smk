@@ -7,7 +7,7 @@
 rule solve_game:
     input:
         drift=lambda wildcards: drift_files([(wildcards.pairing, p) for p in game_profiles(wildcards.pairing)]),
-        code=code("game", "collab_eval", "equilibria", "plots"),
+        code=code("solve-game"),
     output:
         payoffs=f"{RESULTS}/game/{{pairing}}/payoffs.csv",
         sensitivity=f"{RESULTS}/game/{{pairing}}/sensitivity.csv",
@@ -46,7 +46,7 @@ rule solve_game:
 rule game_summary:
     input:
         games=[f"{RESULTS}/game/{n}/equilibria.json" for n in PAIRINGS],
-        code=code("game"),
+        code=code("summarize-games"),
     output:
         report(
             f"{RESULTS}/game/equilibria_summary.csv",

@@ -7,15 +7,14 @@ rule sweep_same_arch:
         prompts=f"{RESULTS}/data/prompts.parquet",
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
         model=steered_model_inputs,
-        code=code("sweep", "models", "vectors"),
+        code=code("sweep"),
     output:
         f"{RESULTS}/steering/{{model}}/sweep.safetensors",
     params:
+        steering=steering_args(),
         model=steered_model_options,
-        inject=layer_args(STEER["layers"]),
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
-        preserve="--preserve-norm" if STEER["preserve_norm"] else "",
         pooling=config["extraction"]["pooling"],
         skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
         batch_size=config["extraction"]["batch_size"],
@@ -34,7 +33,7 @@ rule sweep_same_arch:
         ENV
     shell:
         "driftlib sweep {params.model} --name {wildcards.model} --vectors {input.vectors} "
-        "--inject {params.inject} --measure {params.measure} --lambdas {params.lambdas} {params.preserve} "
+        "{params.steering} --measure {params.measure} --lambdas {params.lambdas} "
         "--texts {input.prompts} --pooling {params.pooling} {params.skip_first} --batch-size {params.batch_size} "
         "--max-length {params.max_length} --seed {params.seed} --out {output} > {log} 2>&1"
 
@@ -43,7 +42,7 @@ rule score_sweep:
     input:
         sweep=f"{RESULTS}/steering/{{model}}/sweep.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
-        code=code("steering_eval", "aqi", "scoring"),
+        code=code("score-sweep"),
     output:
         f"{RESULTS}/steering/{{model}}/sweep_aqi.parquet",
     params:
@@ -70,12 +69,12 @@ rule capability_cost:
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
         neutral=local_file(STEER["cost"]["neutral"]),
         model=steered_model_inputs,
-        code=code("capability", "sweep", "models", "vectors"),
+        code=code("cost"),
     output:
         f"{RESULTS}/steering/{{model}}/cost.parquet",
     params:
+        steering=steering_args(),
         model=steered_model_options,
-        inject=layer_args(STEER["layers"]),
         lambdas=layer_args(STEER["lambdas"]),
         neutral=STEER["cost"]["neutral"],
         n_texts=STEER["cost"]["n_texts"],
@@ -95,7 +94,7 @@ rule capability_cost:
     conda:
         ENV
     shell:
-        "driftlib cost {params.model} --name {wildcards.model} --vectors {input.vectors} --inject {params.inject} "
+        "driftlib cost {params.model} --name {wildcards.model} --vectors {input.vectors} {params.steering} "
         "--lambdas {params.lambdas} --neutral {params.neutral:q} --n-texts {params.n_texts} "
         "--n-prompts {params.n_prompts} --max-new-tokens {params.max_new_tokens} --batch-size {params.batch_size} "
         "--seed {params.seed} --out {output} > {log} 2>&1"
@@ -106,7 +105,7 @@ rule steering_summary:
         sweeps=[f"{RESULTS}/steering/{m}/sweep_aqi.parquet" for m in MODEL_KEYS],
         costs=[f"{RESULTS}/steering/{m}/cost.parquet" for m in MODEL_KEYS],
         baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
-        code=code("steering_eval", "capability", "plots"),
+        code=code("summarize-steering"),
     output:
         table=f"{RESULTS}/steering/steering_summary.parquet",
         csv=report(

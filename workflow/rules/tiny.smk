@@ -5,7 +5,7 @@
 
 rule tiny_tokenizer:
     input:
-        code=code("tiny"),
+        code=code("tiny-tokenizer"),
     output:
         directory(f"{RESULTS}/models/tiny/tokenizer"),
     params:
@@ -24,7 +24,7 @@ rule tiny_tokenizer:
 rule tiny_base:
     input:
         tokenizer=f"{RESULTS}/models/tiny/tokenizer",
-        code=code("tiny"),
+        code=code("tiny-model"),
     output:
         directory(f"{RESULTS}/models/tiny/{{arch}}-base"),
     params:
@@ -46,7 +46,7 @@ rule tiny_base:
 rule tiny_aligned:
     input:
         base=f"{RESULTS}/models/tiny/{{arch}}-base",
-        code=code("tiny"),
+        code=code("tiny-model"),
     output:
         directory(f"{RESULTS}/models/tiny/{{arch}}-aligned"),
     params:
@@ -69,7 +69,7 @@ rule tiny_aligned:
 # installs the packages): dequantised from their GGUF files once and saved as model folders.
 rule materialize_real:
     input:
-        code=code("real_models"),
+        code=code("materialize-real"),
     output:
         directory(f"{RESULTS}/models/real/{{name}}"),
     params:

@@ -11,7 +11,7 @@ rule prepare_anchors:
     input:
         local_file(CROSS["anchors"]["source"]),
         local_file(config["data"]["prompts"]["source"]),
-        code=code("anchors", "prompts"),
+        code=code("prepare-anchors"),
     output:
         f"{RESULTS}/data/anchors.parquet",
     params:
@@ -36,7 +36,7 @@ rule extract_anchors:
     input:
         anchors=f"{RESULTS}/data/anchors.parquet",
         model=model_inputs,
-        code=code("activations", "models"),
+        code=code("extract"),
     output:
         f"{RESULTS}/activations/{{model}}/{{variant}}/anchors.safetensors",
     params:
@@ -68,7 +68,7 @@ rule fit_maps:
         target_anchors=lambda w: anchor_states(w.target),
         source_vectors=f"{RESULTS}/vectors/{{source}}.safetensors",
         target_vectors=f"{RESULTS}/vectors/{{target}}.safetensors",
-        code=code("transfer_eval", "maps", "layer_matching", "layers", "vectors"),
+        code=code("fit-maps"),
     output:
         maps=f"{PAIR_DIR}/maps.safetensors",
         vectors=f"{PAIR_DIR}/mapped_vectors.safetensors",
@@ -104,16 +104,16 @@ rule transfer_sweep:
         mapped=f"{PAIR_DIR}/mapped_vectors.safetensors",
         neutral=local_file(STEER["cost"]["neutral"]),
         model=target_model_inputs,
-        code=code("sweep", "capability", "models", "vectors"),
+        code=code("transfer-sweep"),
     output:
         sweep=f"{PAIR_DIR}/sweep.safetensors",
         cost=f"{PAIR_DIR}/cost.parquet",
     params:
+        steering=steering_args(),
         model=target_model_options,
         methods=" ".join(CROSS["methods"]),
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
-        preserve="--preserve-norm" if STEER["preserve_norm"] else "",
         pooling=config["extraction"]["pooling"],
         skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
         batch_size=config["extraction"]["batch_size"],
@@ -136,7 +136,7 @@ rule transfer_sweep:
         ENV
     shell:
         "driftlib transfer-sweep {params.model} --name {wildcards.target} --mapped {input.mapped} "
-        "--methods {params.methods} --measure {params.measure} --lambdas {params.lambdas} {params.preserve} "
+        "--methods {params.methods} --measure {params.measure} --lambdas {params.lambdas} {params.steering} "
         "--texts {input.prompts} --pooling {params.pooling} {params.skip_first} --batch-size {params.batch_size} "
         "--max-length {params.max_length} --neutral {params.neutral:q} --n-texts {params.n_texts} "
         "--n-prompts {params.n_prompts} --max-new-tokens {params.max_new_tokens} --seed {params.seed} "
@@ -147,7 +147,7 @@ rule score_transfer:
     input:
         sweep=f"{PAIR_DIR}/sweep.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
-        code=code("steering_eval", "aqi", "scoring"),
+        code=code("score-sweep"),
     output:
         f"{PAIR_DIR}/sweep_aqi.parquet",
     params:
@@ -172,7 +172,7 @@ rule transfer_efficiency:
         own_aqi=f"{RESULTS}/steering/{{target}}/sweep_aqi.parquet",
         own_cost=f"{RESULTS}/steering/{{target}}/cost.parquet",
         prompts=f"{RESULTS}/data/prompts.parquet",
-        code=code("transfer_eval", "transfer", "capability", "scoring", "aqi"),
+        code=code("transfer-efficiency"),
     output:
         f"{PAIR_DIR}/efficiency.parquet",
     params:
@@ -198,7 +198,7 @@ rule transfer_summary:
         efficiencies=[f"{RESULTS}/transfer/{s}/{t}/efficiency.parquet" for s, t in PAIRS],
         matchings=[f"{RESULTS}/transfer/{s}/{t}/matching.json" for s, t in PAIRS],
         baseline=f"{RESULTS}/baseline/baseline.json",
-        code=code("transfer_eval", "plots"),
+        code=code("summarize-transfer"),
     output:
         table=f"{RESULTS}/transfer/transfer_matrix.parquet",
         csv=report(

@@ -6,7 +6,7 @@ rule extract_pairs:
     input:
         pairs=f"{RESULTS}/data/pairs.parquet",
         model=model_inputs,
-        code=code("activations", "models"),
+        code=code("extract"),
     output:
         f"{RESULTS}/activations/{{model}}/{{variant}}/pairs.safetensors",
     params:
@@ -33,7 +33,7 @@ rule extract_pairs:
 rule compute_vectors:
     input:
         unpack(pair_states),
-        code=code("vector_stats", "vectors"),
+        code=code("vectors"),
     output:
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
         stats=f"{RESULTS}/vectors/{{model}}_layers.parquet",
@@ -58,7 +58,7 @@ rule compute_vectors:
 rule vectors_summary:
     input:
         tables=[f"{RESULTS}/vectors/{m}_layers.parquet" for m in MODEL_KEYS],
-        code=code("vector_stats", "plots"),
+        code=code("summarize-vectors"),
     output:
         table=f"{RESULTS}/vectors/vector_stats.parquet",
         csv=report(

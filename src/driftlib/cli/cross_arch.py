@@ -1,0 +1,119 @@
+"""Phase 4 commands: ``prepare-anchors``, ``fit-maps``, ``transfer-sweep``, ``transfer-efficiency``,
+``summarize-transfer``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from driftlib.cli.common import (
+    aqi_options,
+    bound_options,
+    command,
+    cost,
+    cost_options,
+    layer,
+    none_or_int,
+    read,
+    read_options,
+    source,
+    steering,
+    steering_options,
+)
+from driftlib.cli.same_arch import model_options
+
+log = logging.getLogger("driftlib")
+
+
+def prepare_anchors(a: argparse.Namespace) -> None:
+    from driftlib.phases.cross_arch.run import prepare_anchors
+
+    prepare_anchors(source=a.source, prompts=a.prompts, split=a.split, n=a.n, seed=a.seed, out=a.out)
+
+
+def fit_maps(a: argparse.Namespace) -> None:
+    from driftlib.phases.cross_arch.evaluate import fit_pair
+
+    fit_pair(a.source_anchors, a.target_anchors, a.source_vectors, a.target_vectors, source=a.source,
+             target=a.target, inject=a.inject, matching=a.matching, methods=a.methods,
+             procrustes_components=a.procrustes_components, relative_anchors=a.relative_anchors, folds=a.folds,
+             seed=a.seed, out_maps=a.out_maps, out_vectors=a.out_vectors, out_fit=a.out_fit,
+             out_matching=a.out_matching)
+
+
+def transfer_sweep(a: argparse.Namespace) -> None:
+    from driftlib.phases.cross_arch.run import transfer_sweep
+
+    transfer_sweep(source=source(a), name=a.name, mapped=a.mapped, methods=a.methods, steering=steering(a),
+                   lambdas=a.lambdas, texts=a.texts, read=read(a), cost=cost(a), batch_size=a.batch_size,
+                   seed=a.seed, out=a.out, cost_out=a.cost_out)
+
+
+def transfer_efficiency(a: argparse.Namespace) -> None:
+    from driftlib.phases.cross_arch.evaluate import evaluate_pair
+
+    evaluate_pair(a.transfer_sweep, a.transfer_aqi, a.transfer_cost, a.own_sweep, a.own_aqi, a.own_cost, a.prompts,
+                  max_kl=a.max_kl, max_repetition_increase=a.max_repetition_increase, method=a.method,
+                  n_components=a.pca_components, n_boot=a.bootstrap, confidence=a.confidence, seed=a.seed,
+                  out=a.out)
+
+
+def summarize_transfer(a: argparse.Namespace) -> None:
+    from driftlib.phases.cross_arch.summary import summarize_transfer
+
+    summary = summarize_transfer(a.fits, a.efficiencies, a.baseline, a.matchings, a.out_dir,
+                                 matrix_method=a.matrix_method)
+    log.info("%s", summary["note"])
+
+
+def _fit_maps_parser(sub) -> None:
+    p = command(sub, "fit-maps", fit_maps, "phase 4: match layers, fit maps source -> target, map the source's vector")
+    for name in ("source", "target", "source-anchors", "target-anchors", "source-vectors", "target-vectors"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--inject", type=layer, nargs="+", required=True, help="the target's injection layers")
+    p.add_argument("--matching", choices=["cka", "depth"], default="cka")
+    p.add_argument("--methods", nargs="+", choices=["ridge", "procrustes", "relative"],
+                   default=["ridge", "procrustes", "relative"])
+    p.add_argument("--procrustes-components", type=none_or_int, default=32)
+    p.add_argument("--relative-anchors", type=int, default=64)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    for name in ("out-maps", "out-vectors", "out-fit", "out-matching"):
+        p.add_argument(f"--{name}", required=True)
+
+
+def register(sub) -> None:
+    p = command(sub, "prepare-anchors", prepare_anchors, "phase 4: the anchor texts, minus any evaluation prompt")
+    p.add_argument("--source", default="bundled", help="bundled, or a text file with one anchor text per line")
+    p.add_argument("--prompts", default="bundled", help="the evaluation prompt source (every row, not the sample)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--n", type=none_or_int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    _fit_maps_parser(sub)
+
+    p = command(sub, "transfer-sweep", transfer_sweep,
+                "phase 4: a target steered with mapped vectors and controls, and their cost")
+    model_options(p)
+    p.add_argument("--mapped", required=True, help="mapped vectors (fit-maps --out-vectors)")
+    p.add_argument("--methods", nargs="+", required=True)
+    steering_options(p, inject_default=[0.5])
+    read_options(p)
+    cost_options(p)
+    p.add_argument("--cost-out", required=True)
+
+    p = command(sub, "transfer-efficiency", transfer_efficiency, "phase 4: efficiency of each mapped vector and its controls")
+    for name in ("transfer-sweep", "transfer-aqi", "transfer-cost", "own-sweep", "own-aqi", "own-cost", "prompts"):
+        p.add_argument(f"--{name}", required=True)
+    bound_options(p)
+    aqi_options(p)
+    p.add_argument("--out", required=True)
+
+    p = command(sub, "summarize-transfer", summarize_transfer, "phase 4 summary: the source x target matrix and heatmaps")
+    p.add_argument("--fits", nargs="+", required=True)
+    p.add_argument("--efficiencies", nargs="+", required=True)
+    p.add_argument("--matchings", nargs="+", required=True)
+    p.add_argument("--baseline", required=True, help="phase 1's baseline.json")
+    p.add_argument("--matrix-method", choices=["best", "ridge", "procrustes", "relative"], default="best")
+    p.add_argument("--out-dir", required=True)

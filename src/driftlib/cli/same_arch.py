@@ -1,0 +1,84 @@
+"""Phase 3 commands: ``sweep``, ``score-sweep``, ``cost``, ``summarize-steering``."""
+
+from __future__ import annotations
+
+import argparse
+
+from driftlib.cli.common import (
+    aqi_options,
+    bound_options,
+    command,
+    cost,
+    cost_options,
+    load_arguments,
+    read,
+    read_options,
+    source,
+    steering,
+    steering_options,
+)
+
+
+def model_options(p: argparse.ArgumentParser) -> None:
+    """A model to steer over a lambda grid (phases 3, 4 and 4.5)."""
+    load_arguments(p, "hub id or local directory of the model to steer")
+    p.add_argument("--name", required=True)
+    p.add_argument("--lambdas", type=float, nargs="+", required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random control vector")
+    p.add_argument("--out", required=True)
+
+
+def sweep(a: argparse.Namespace) -> None:
+    from driftlib.phases.same_arch.run import sweep
+
+    sweep(source=source(a), name=a.name, vectors=a.vectors, kind=a.kind, steering=steering(a), lambdas=a.lambdas,
+          texts=a.texts, read=read(a), batch_size=a.batch_size, seed=a.seed, out=a.out)
+
+
+def score_sweep(a: argparse.Namespace) -> None:
+    from driftlib.phases.same_arch.evaluate import score_sweep
+
+    score_sweep(a.sweep, a.prompts, method=a.method, n_components=a.pca_components, n_boot=a.bootstrap,
+                n_perm=a.permutations, confidence=a.confidence, seed=a.seed, out=a.out, producer=a.producer)
+
+
+def cost_command(a: argparse.Namespace) -> None:
+    from driftlib.phases.same_arch.run import cost as run_cost
+
+    run_cost(source=source(a), name=a.name, vectors=a.vectors, kind=a.kind, steering=steering(a), lambdas=a.lambdas,
+             cost=cost(a), batch_size=a.batch_size, seed=a.seed, out=a.out)
+
+
+def summarize_steering(a: argparse.Namespace) -> None:
+    from driftlib.phases.same_arch.summary import summarize_steering
+
+    summarize_steering(a.sweeps, a.costs, a.baseline_summary, a.out_dir, max_kl=a.max_kl,
+                       max_repetition_increase=a.max_repetition_increase, confidence=a.confidence, seed=a.seed)
+
+
+def register(sub) -> None:
+    for name, run, what in (("sweep", sweep, "phase 3: hidden states of a model steered over a lambda grid"),
+                            ("cost", cost_command, "phase 3: capability cost (KL, repetition) along a lambda grid")):
+        p = command(sub, name, run, what)
+        model_options(p)
+        p.add_argument("--vectors", required=True)
+        p.add_argument("--kind", default=None, help="vector kind (default: the file's steering_kind)")
+        steering_options(p)
+        read_options(p) if name == "sweep" else cost_options(p)
+
+    p = command(sub, "score-sweep", score_sweep, "phases 3-4: AQI per vector and lambda from a sweep file")
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--producer", default="sweep_same_arch", help="the rule that wrote the sweep (named in errors)")
+    aqi_options(p)
+    p.add_argument("--out", required=True)
+
+    p = command(sub, "summarize-steering", summarize_steering, "phase 3 summary: curves, rho, best lambda, plots")
+    p.add_argument("--sweeps", nargs="+", required=True)
+    p.add_argument("--costs", nargs="+", required=True)
+    p.add_argument("--baseline-summary", required=True)
+    bound_options(p)
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out-dir", required=True)

@@ -1,0 +1,1 @@
+"""phases/cross_arch"""

@@ -1,0 +1,209 @@
+"""Phase 4: does a model's vector, mapped into another architecture, steer that model too?
+
+Three steps per (source, target) pair, each one workflow rule and one CLI command:
+
+1. :func:`fit_pair` (``driftlib fit-maps``): match layers on the anchor texts (linear CKA or
+   relative depth, :mod:`driftlib.stats.layer_matching`), fit every map method from the matched source
+   layer to each target injection layer (:mod:`driftlib.stats.maps`) with its cross-validated held-out
+   fit, fit the same method on shuffled pairs (the shuffled-map control), and map the source's
+   steering vector with the linear part of each map. Writes the maps, the mapped vectors (a
+   vectors file that ``driftlib transfer-sweep`` steers with), a fit table and the matching.
+2. ``driftlib transfer-sweep`` (:mod:`driftlib.cli`): the target's base model steered over the
+   lambda grid with each mapped vector, the shuffled-map vector and a random vector of the mapped
+   vector's norms; plus the capability cost of each mapped vector.
+3. :func:`evaluate_pair` (``driftlib transfer-efficiency``): per method, the best lambda of the
+   mapped vector inside the cost bound, the target's own best lambda from phase 3, and the transfer
+   efficiency (best AQI gain with the mapped vector / best AQI gain with the target's own vector)
+   with a paired bootstrap interval (:func:`driftlib.stats.transfer.transfer_efficiency`); the controls
+   the same way.
+
+:func:`summarize_transfer` gathers every pair into the source x target matrix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from driftlib.core.artifacts import (
+    decode_metadata_value,
+    load_tensors,
+    read_table,
+    write_json,
+    write_table,
+)
+from driftlib.core.errors import ArtifactError
+from driftlib.stats.selection import TRANSFER_VECTORS
+
+logger = logging.getLogger(__name__)
+
+
+def _anchor_states(path: str | Path) -> tuple[np.ndarray, dict]:
+    arrays, raw = load_tensors(path, expect={"layer_spec": "all"}, producer="extract_anchors")
+    if "hidden" not in arrays:
+        raise ArtifactError(f"{path}: no 'hidden' tensor. Re-run the rule that writes it (extract_anchors).")
+    return arrays["hidden"], {k: decode_metadata_value(v) for k, v in raw.items()}
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vectors: str | Path,
+             target_vectors: str | Path, *, source: str, target: str, inject: Sequence[int | float],
+             matching: str = "cka", methods: Sequence[str] = ("ridge", "procrustes", "relative"),
+             procrustes_components: int | None = 32, relative_anchors: int = 64, folds: int = 5,
+             seed: int = 0, out_maps: str | Path, out_vectors: str | Path, out_fit: str | Path,
+             out_matching: str | Path) -> pd.DataFrame:
+    """Fit and evaluate every map from ``source`` into ``target``; map the source's vector.
+
+    ``source_anchors``/``target_anchors``: pooled states ``[n, L, d]`` of the same anchor texts at
+    every block (``driftlib extract --all-layers``). ``inject``: the target's injection layers
+    (block indices or relative depths, resolved in the target's depth). Returns the fit table:
+    one row per (method, target layer) with the matched source layer, held-out R^2 and cosine of
+    the map and of its shuffled control, and how the mapped vector compares with the target's own.
+    """
+    from driftlib.core.layerspec import resolve_layers
+    from driftlib.stats.layer_matching import cka_matrix, match_by_cka, match_by_depth
+    from driftlib.stats.maps import fit_map, heldout_fit, save_maps, shuffled_control
+    from driftlib.steer.vectors import load_steering_vectors, save_vectors
+
+    hs, ms = _anchor_states(source_anchors)
+    ht, mt = _anchor_states(target_anchors)
+    if ms.get("ids") != mt.get("ids") or hs.shape[0] != ht.shape[0]:
+        raise ArtifactError(f"{source_anchors} and {target_anchors} hold different anchor texts; re-run "
+                            "extract_anchors for both models on the same anchors table")
+    n_source, n_target = hs.shape[1], ht.shape[1]
+    target_layers = resolve_layers(list(inject), n_target, key="steering.layers")
+    cka = cka_matrix(hs, ht)
+    by_depth = match_by_depth(target_layers, n_source, n_target)
+    by_cka = match_by_cka(cka, target_layers)
+    source_layers = by_cka if matching == "cka" else by_depth
+    v_source, source_kind = load_steering_vectors(source_vectors)
+    v_target, target_kind = load_steering_vectors(target_vectors)
+    options = {"procrustes": {"n_components": procrustes_components},
+               "relative": {"n_anchors": relative_anchors, "anchor_seed": seed}}
+    maps, mapped, rows = {}, {}, []
+    for method in methods:
+        opts = options.get(method, {})
+        mapped[f"{method}_mapped"], mapped[f"{method}_shuffled"] = [], []
+        for s, t in zip(source_layers, target_layers):
+            X, Y = hs[:, s, :].astype(np.float64), ht[:, t, :].astype(np.float64)
+            fitted = fit_map(method, X, Y, **opts)
+            fit = heldout_fit(method, X, Y, n_folds=folds, seed=seed, **opts)
+            control, control_fit = shuffled_control(method, X, Y, seed=seed, n_folds=folds, **opts)
+            name = f"{method}/L{s}->L{t}"
+            maps[name], maps[f"{method}/shuffled/L{s}->L{t}"] = fitted, control
+            vec = fitted.map_vector(v_source[s])
+            ctrl_vec = control.map_vector(v_source[s])
+            mapped[f"{method}_mapped"].append(vec)
+            mapped[f"{method}_shuffled"].append(ctrl_vec)
+            own = v_target.get(t)
+            rows.append({
+                "source": source, "target": target, "method": method, "source_layer": int(s),
+                "target_layer": int(t), "matching": matching, "cka": float(cka[s, t]),
+                "r2": fit["r2"], "cosine": fit["cosine"],
+                "shuffled_r2": control_fit["r2"], "shuffled_cosine": control_fit["cosine"],
+                "cos_own": _cosine(vec, own) if own is not None else float("nan"),
+                "shuffled_cos_own": _cosine(ctrl_vec, own) if own is not None else float("nan"),
+                "source_norm": float(np.linalg.norm(v_source[s])), "mapped_norm": float(np.linalg.norm(vec)),
+                "own_norm": float(np.linalg.norm(own)) if own is not None else float("nan"),
+                "n_anchors": int(X.shape[0]), "map_info": str(fitted.info),
+            })
+            logger.info("%s -> %s, %s, L%d -> L%d: held-out R^2 %.3f (shuffled %.3f), cos with own vector %.3f",
+                        source, target, method, s, t, fit["r2"], control_fit["r2"], rows[-1]["cos_own"])
+    table = pd.DataFrame(rows)
+    meta = {"source": source, "target": target, "matching": matching, "source_layers": source_layers,
+            "target_layers": target_layers, "source_kind": source_kind, "target_kind": target_kind,
+            "methods": list(methods), "folds": folds, "seed": seed,
+            "anchors_fingerprint": ms.get("dataset_fingerprint", "")}
+    save_maps(out_maps, maps, metadata=meta)
+    save_vectors(out_vectors, {k: np.stack(v) for k, v in mapped.items()}, target_layers,
+                 metadata={**meta, "model": target, "steering_kind": f"{methods[0]}_mapped"})
+    write_table(table, out_fit, metadata=meta)
+    write_json({"source": source, "target": target, "used": matching, "target_layers": target_layers,
+                "source_layers": source_layers, "by_depth": by_depth, "by_cka": by_cka,
+                "n_source_layers": n_source, "n_target_layers": n_target, "cka": cka.tolist()}, out_matching)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# step 3: efficiency per method
+
+
+def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer_cost: str | Path,
+                  own_sweep: str | Path, own_aqi: str | Path, own_cost: str | Path, prompts: str | Path, *,
+                  max_kl: float, max_repetition_increase: float, method: str = "standardize",
+                  n_components: int | None = 32, n_boot: int = 1000, confidence: float = 0.95,
+                  seed: int = 0, out: str | Path | None = None) -> pd.DataFrame:
+    """Transfer efficiency of each method's mapped vector and of its controls, with intervals.
+
+    The mapped vector's best lambda is the highest overall AQI (primary measure layer) inside the
+    capability-cost bound, as in phase 3; the target's own best lambda comes from its phase-3
+    sweep the same way. The controls (shuffled map, random vector) were not costed: each is taken
+    at its highest AQI over the grid, which favours the control (a conservative comparison).
+    Efficiency = gain / own gain at those lambdas, with a paired bootstrap over prompts.
+    """
+    from driftlib.datasets.prompts import PROMPT_COLUMNS
+    from driftlib.stats.selection import best_in_bound, overall_curve, states_at
+    from driftlib.stats.transfer import transfer_efficiency
+
+    prompts_df, _ = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
+    y = (prompts_df["safety_label"].to_numpy() == "safe").astype(np.int8)
+    t_arrays, t_raw = load_tensors(transfer_sweep, producer="transfer_sweep")
+    o_arrays, o_raw = load_tensors(own_sweep, producer="sweep_same_arch")
+    t_meta = {k: decode_metadata_value(v) for k, v in t_raw.items()}
+    o_meta = {k: decode_metadata_value(v) for k, v in o_raw.items()}
+    for key in ("dataset_fingerprint", "measure_layers"):
+        if t_meta.get(key) != o_meta.get(key):
+            raise ArtifactError(f"{transfer_sweep} and {own_sweep} differ in {key} ({t_meta.get(key)!r} vs "
+                                f"{o_meta.get(key)!r}); re-run transfer_sweep")
+    t_aqi = read_table(transfer_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_transfer")[0]
+    o_aqi = read_table(own_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_sweep")[0]
+    t_cost = read_table(transfer_cost, columns=["vector", "lam", "kl", "repetition"], producer="transfer_sweep")[0]
+    o_cost = read_table(own_cost, columns=["vector", "lam", "kl", "repetition"], producer="capability_cost")[0]
+    t_lams, o_lams = list(t_meta["lambdas"]), list(o_meta["lambdas"])
+    primary = 0  # the first measure layer is the primary one
+    own_curve = overall_curve(o_aqi, "own")
+    own_best = best_in_bound(own_curve, o_cost[o_cost["vector"] == "own"], max_kl, max_repetition_increase)
+    own_lam = own_best["lambda"] if own_best["lambda"] is not None else 0.0
+    h0 = states_at(t_arrays, f"{t_meta['methods'][0]}/mapped", t_lams, 0.0, primary, transfer_sweep)
+    h_own = states_at(o_arrays, "own", o_lams, own_lam, primary, own_sweep)
+    rows = []
+    for m in t_meta["methods"]:
+        mapped_key = f"{m}/mapped"
+        best = best_in_bound(overall_curve(t_aqi, mapped_key), t_cost[t_cost["vector"] == mapped_key], max_kl, max_repetition_increase)
+        lam_mapped = best["lambda"] if best["lambda"] is not None else 0.0
+        for vector in TRANSFER_VECTORS:
+            key = f"{m}/{vector}"
+            lam = lam_mapped if vector == "mapped" else best_in_bound(overall_curve(t_aqi, key), None, 0, 0)["lambda"] or 0.0
+            h = states_at(t_arrays, key, t_lams, lam, primary, transfer_sweep)
+            eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
+                                      n_boot=n_boot, confidence=confidence, seed=seed)
+            rows.append({"source": t_meta.get("source", ""), "target": t_meta.get("model", ""), "method": m,
+                         "vector": vector, "lam": float(lam), "own_lam": float(own_lam),
+                         "layer": int(t_meta["measure_layers"][primary]),
+                         "gain": eff["gain_mapped"], "gain_ci_low": eff["gain_mapped_ci"][0],
+                         "gain_ci_high": eff["gain_mapped_ci"][1], "own_gain": eff["gain_own"],
+                         "own_gain_ci_low": eff["gain_own_ci"][0], "own_gain_ci_high": eff["gain_own_ci"][1],
+                         "efficiency": eff["efficiency"], "ci_low": eff["ci_low"], "ci_high": eff["ci_high"],
+                         "defined": bool(eff["defined"]),
+                         "note": "; ".join(x for x in (eff["note"], best["note"] if vector == "mapped" else "") if x)})
+    table = pd.DataFrame(rows)
+    if out is not None:
+        write_table(table, out, metadata={"source": t_meta.get("source", ""), "target": t_meta.get("model", ""),
+                                          "n_boot": n_boot, "confidence": confidence, "seed": seed,
+                                          "max_kl": max_kl, "max_repetition_increase": max_repetition_increase})
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# the matrix
+
+
+__all__ = ["evaluate_pair", "fit_pair"]

@@ -1,0 +1,84 @@
+"""Phase 4 summary: the source x target matrix (:func:`transfer_matrix`), the baseline model's row,
+and the heatmaps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from driftlib.core.artifacts import read_json, read_table, write_json, write_table
+from driftlib.phases.cross_arch import plots
+from driftlib.stats.selection import transfer_matrix as rank_cells
+
+__all__ = ["summarize_transfer", "transfer_matrix"]
+
+
+def transfer_matrix(fits: Sequence[str | Path], efficiencies: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per (source, target, method) from the ``fit_maps`` and ``transfer_efficiency`` tables
+    (:func:`driftlib.stats.selection.transfer_matrix` of the concatenated tables)."""
+    fit = pd.concat([read_table(f, producer="fit_maps")[0] for f in fits], ignore_index=True)
+    eff = pd.concat([read_table(f, producer="transfer_efficiency")[0] for f in efficiencies], ignore_index=True)
+    return rank_cells(fit, eff)
+
+
+def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | Path], baseline: str | Path,
+                       matchings: Sequence[str | Path], out_dir: str | Path, *, matrix_method: str = "best") -> dict:
+    """The source x target matrix (:func:`transfer_matrix`): ``transfer_matrix.parquet``/``.csv``,
+    ``transfer_summary.json`` (the baseline model's row) and the heatmaps (``transfer_matrix.png``,
+    ``transfer_fit.png``, ``layer_matching.png``)."""
+
+    out = Path(out_dir)
+    matrix = transfer_matrix(fits, efficiencies)
+    write_table(matrix, out / "transfer_matrix.parquet")
+    write_table(matrix.round(4), out / "transfer_matrix.csv")
+
+    choice = read_json(baseline, producer="baseline_summary")
+    base = choice.get("baseline")
+    shown = matrix[matrix["best"]] if matrix_method == "best" else matrix[matrix["method"] == matrix_method]
+    row = shown[shown["source"] == base]
+    summary = {
+        "baseline": base, "matrix_method": matrix_method,
+        "baseline_row": {str(r.target): {"method": r.method, "efficiency": _num(r.efficiency),
+                                         "ci": [_num(r.ci_low), _num(r.ci_high)], "defined": bool(r.defined),
+                                         "r2": _num(r.r2), "cos_own": _num(r.cos_own),
+                                         "random_efficiency": _num(r.random_efficiency),
+                                         "shuffled_efficiency": _num(r.shuffled_efficiency)}
+                         for r in row.itertuples()},
+        "best_method_counts": matrix[matrix["best"]]["method"].value_counts().to_dict(),
+        "mean_heldout_r2": matrix.groupby("method")["r2"].mean().to_dict(),
+        "mean_shuffled_r2": matrix.groupby("method")["shuffled_r2"].mean().to_dict(),
+    }
+    summary["note"] = _baseline_note(base, summary["baseline_row"])
+    write_json(summary, out / "transfer_summary.json")
+    plots.transfer_matrix(matrix, out / "transfer_matrix.png", method=matrix_method, baseline=base)
+    plots.transfer_fit(matrix, out / "transfer_fit.png")
+    plots.layer_matching([read_json(m, producer="fit_maps") for m in matchings], out / "layer_matching.png",
+                         source=base)
+    return summary
+
+
+def _num(value: object) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
+def _baseline_note(base: str | None, row: dict) -> str:
+    if base is None:
+        return "phase 1 chose no baseline model"
+    if not row:
+        return f"the baseline model {base} has no transfer targets (no other model has a base variant)"
+    parts = []
+    for target, cell in row.items():
+        if not cell["defined"]:
+            parts.append(f"{target}: undefined (its own vector does not raise the AQI beyond noise)")
+        else:
+            lo, hi = cell["ci"]
+            parts.append(f"{target}: {cell['efficiency']:.2f} [{lo if lo is None else round(lo, 2)}, "
+                         f"{hi if hi is None else round(hi, 2)}] with {cell['method']}")
+    return f"transfer efficiency of the baseline model {base}'s vector: " + "; ".join(parts)

@@ -1,0 +1,1 @@
+"""Data preparation: the evaluation prompts and the preference pairs every later phase reads."""

@@ -1,0 +1,40 @@
+"""``driftlib prepare-prompts`` and ``prepare-pairs``: sample the evaluation prompts and the
+preference pairs into Parquet tables with their provenance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from driftlib.core.artifacts import fingerprint, write_table
+
+log = logging.getLogger(__name__)
+
+__all__ = ["prepare_pairs", "prepare_prompts"]
+
+
+def prepare_prompts(*, source: str, split: str, per_group: int | None, axioms: Sequence[str] | None, seed: int,
+                    out: str | Path) -> None:
+    """Load LITMUS-form prompts from ``source`` and sample ``per_group`` per (axiom, label)."""
+    from driftlib.datasets.prompts import load_prompts, sample_balanced
+
+    df, load_report = load_prompts(source, split=split)
+    sample, sample_report = sample_balanced(df, per_group, seed, axioms=axioms)
+    meta = {"source": source, "split": split, "per_group": per_group, "seed": seed, "load": load_report,
+            "sampling": sample_report, "dataset_fingerprint": fingerprint(sample)}
+    write_table(sample, out, metadata=meta)
+    log.info("wrote %d prompts to %s", len(sample), out)
+
+
+def prepare_pairs(*, source: str, data_dir: str | None, split: str, n: int | None, seed: int,
+                  out: str | Path) -> None:
+    """Load hh-rlhf-form preference pairs from ``source`` and sample ``n``."""
+    from driftlib.datasets.pairs import load_pairs, sample_pairs
+
+    df, report = load_pairs(source, data_dir=data_dir, split=split)
+    sample = sample_pairs(df, n, seed)
+    meta = {"source": source, "data_dir": data_dir, "split": split, "n": n, "seed": seed, "load": report,
+            "dataset_fingerprint": fingerprint(sample)}
+    write_table(sample, out, metadata=meta)
+    log.info("wrote %d pairs to %s", len(sample), out)

@@ -1,0 +1,1 @@
+"""phases/same_arch"""

@@ -1,0 +1,66 @@
+"""Phase plots for the report (same-arch): each function takes a tidy frame and a path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from driftlib.core.plots import pyplot, save_figure
+
+
+def steering_curve(rows: pd.DataFrame, cost: pd.DataFrame, path: str | Path, *, target: float | None,
+                   target_ci: tuple[float, float] | None, bounds: dict[str, float], title: str) -> None:
+    """AQI against lambda for the model's own vector and the random control (with intervals),
+    the aligned model's AQI as the target, and the capability cost on a second axis with the
+    lambdas inside the cost bound shaded.
+
+    ``rows``: overall-category rows with vector, lam, aqi, ci_low, ci_high.
+    ``cost``: rows with vector, lam, kl, repetition, inside_bound.
+    """
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for vector, color in (("own", "#3182bd"), ("random", "#969696")):
+        sub = rows[rows["vector"] == vector].sort_values("lam")
+        if sub.empty:
+            continue
+        ax.plot(sub["lam"], sub["aqi"], marker="o", color=color, label=f"AQI, {vector} vector")
+        ax.fill_between(sub["lam"], sub["ci_low"], sub["ci_high"], color=color, alpha=0.2)
+    if target is not None and np.isfinite(target):
+        ax.axhline(target, color="#e6550d", ls="--", label="aligned model (target)")
+        if target_ci is not None:
+            ax.axhspan(target_ci[0], target_ci[1], color="#e6550d", alpha=0.08)
+    own = cost[cost["vector"] == "own"].sort_values("lam")
+    if not own.empty:
+        inside = own["inside_bound"].astype(bool)
+        lams = own["lam"].to_numpy()
+        for lam, ok in zip(lams, inside):
+            if ok:
+                ax.axvspan(lam - 0.02, lam + 0.02, color="#31a354", alpha=0.15, lw=0)
+        ax2 = ax.twinx()
+        ax2.plot(lams, own["kl"], color="#31a354", ls=":", marker="s", ms=3, label="KL (nats/token)")
+        ax2.plot(lams, own["repetition"], color="#756bb1", ls=":", marker="^", ms=3, label="repetition")
+        ax2.set_ylabel("capability cost (own vector)")
+        ax2.legend(loc="lower right", fontsize=7)
+    ax.set_xlabel("lambda")
+    ax.set_ylabel("overall AQI")
+    ax.set_title(title + "  (green: inside the cost bound)", fontsize=10)
+    ax.legend(loc="upper left", fontsize=7)
+    save_figure(fig, path)
+
+
+def steering_axioms(rows: pd.DataFrame, path: str | Path, *, title: str) -> None:
+    """Per-axiom AQI against lambda for the model's own vector (one line per axiom)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    own = rows[(rows["vector"] == "own") & (rows["category"] != "overall")]
+    for category, sub in own.groupby("category"):
+        sub = sub.sort_values("lam")
+        ax.plot(sub["lam"], sub["aqi"], marker="o", ms=3, label=category)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("lambda")
+    ax.set_ylabel("AQI")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, path)

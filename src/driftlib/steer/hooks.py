@@ -1,0 +1,216 @@
+"""Steering a model: apply a steering operator (``add``: ``h + lam * v_l``) to the output of decoder
+block ``l``, through forward hooks.
+
+There is one way to steer, the :func:`steer` context manager, given a
+:class:`~driftlib.steer.spec.SteeringSpec` (or, by hand, ``{block: v}`` and a λ)::
+
+    with steer(model, spec.with_lam(4.0)):
+        out = model.generate(**batch, max_new_tokens=32)
+    with steer(model, {12: v12, 14: v14}, lam=4.0):
+        ...
+
+"Layer ``l``" is the output of decoder block ``l`` (0-based), the same layer that
+:mod:`driftlib.model.forward` reads (see :mod:`driftlib.model.layers`): the vector is added to the hidden
+states block ``l`` returns, so block ``l + 1`` is the first to see it. Adding the same vector to
+every token leaves shift-invariant statistics at layer ``l`` itself unchanged (design.md): measure
+after the injection layer.
+
+Positions (``start_position``)
+    A token's *position* is its absolute index in the sequence being processed, counting padding
+    and every token already in the KV cache: in a batch of ``input_ids [b, t]`` run with a cache
+    that already holds ``P`` tokens, column ``j`` has position ``P + j`` in every row. So with a
+    left-padded batch the positions are the column indices of the padded ``input_ids`` (a short
+    prompt's first real token sits at a position > 0), and in ``generate()`` the ``k``-th new token
+    (0-based) has position ``t_prompt + k`` where ``t_prompt`` is the padded prompt length, with
+    the KV cache (one token per forward pass, ``P`` = tokens cached) and without it (the whole
+    sequence re-run, ``P = 0``) alike. ``start_position=t_prompt`` therefore steers only generated
+    tokens; ``start_position=None`` (default) steers every position, padding included (padding
+    never influences real tokens, as the attention mask hides it).
+
+    ``P`` is read, once per forward pass, from the cache handed to the module that owns the decoder
+    blocks (``cache`` or ``past_key_values`` keyword: ``Cache.get_seq_length()``, or the key length
+    of a legacy tuple cache); without a cache ``P = 0``. Position ids are deliberately *not* used:
+    ``generate()`` derives them from the attention mask (real-token counts per row), so they differ
+    between rows of a left-padded batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from driftlib.core.errors import ConfigError, ModelError
+from driftlib.model.forward import block_hidden_states
+from driftlib.model.layers import find_decoder_layers, hidden_size
+from driftlib.steer.operators import operator_named
+from driftlib.steer.spec import SteeringSpec, as_spec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["steer"]
+
+
+def _blocks_owner(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> torch.nn.Module:
+    """The module that holds the decoder-block list as a direct child (``LlamaModel``, ``GPT2Model``, …)."""
+    for module in model.modules():
+        if any(child is blocks for child in module.children()):
+            return module
+    return model
+
+
+def _past_length(args: tuple[object, ...], kwargs: dict[str, object]) -> int:
+    """Tokens already in the KV cache handed to a forward call (0 without a cache)."""
+    cache = kwargs.get("cache")
+    if cache is None:
+        cache = kwargs.get("past_key_values")
+    if cache is None:
+        return 0
+    get_seq_length = getattr(cache, "get_seq_length", None)
+    if callable(get_seq_length):
+        return int(get_seq_length())
+    if isinstance(cache, (tuple, list)) and cache and isinstance(cache[0], (tuple, list)) and cache[0]:
+        keys = cache[0][0]
+        if isinstance(keys, torch.Tensor):
+            return int(keys.shape[-2])  # legacy [b, heads, past, head_dim]
+    raise ModelError(
+        f"steer(start_position=...): cannot tell how many tokens the cache of type {type(cache).__name__} holds "
+        "(no get_seq_length()); steer without start_position or use a transformers Cache"
+    )
+
+
+def _as_vector(layer: int, value: object, size: int | None) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        vec = value.detach().to("cpu", torch.float32)
+    elif isinstance(value, np.ndarray) or isinstance(value, (list, tuple)):
+        vec = torch.from_numpy(np.asarray(value, dtype=np.float32).copy())
+    else:
+        raise ConfigError(f"steering vector for layer {layer} is a {type(value).__name__}; give a torch tensor or numpy array [d]")
+    if vec.dim() != 1:
+        raise ConfigError(f"steering vector for layer {layer} has shape {tuple(vec.shape)}; expected one vector [d]")
+    if size is not None and vec.shape[0] != size:
+        raise ConfigError(
+            f"steering vector for layer {layer} has {vec.shape[0]} entries but the model's hidden size is {size}; "
+            "was it computed for another model? (vectors cross architectures only through a map)"
+        )
+    if not bool(torch.isfinite(vec).all()):
+        raise ConfigError(f"steering vector for layer {layer} holds NaN or Inf")
+    return vec
+
+
+def _replace_hidden(output: object, hidden: torch.Tensor) -> object:
+    if isinstance(output, torch.Tensor):
+        return hidden
+    if isinstance(output, tuple):
+        return (hidden, *output[1:])
+    if isinstance(output, list):
+        return [hidden, *output[1:]]
+    raise ModelError(
+        f"a decoder block returned {type(output).__name__}, not a tensor or a tuple starting with one; "
+        "driftlib cannot steer this architecture"
+    )
+
+
+@contextmanager
+def steer(
+    model: torch.nn.Module,
+    steering: SteeringSpec | Mapping[int, torch.Tensor | np.ndarray],
+    lam: float | None = None,
+    **options: Any,
+) -> Iterator[None]:
+    """Steer the outputs of the spec's decoder blocks with its operator while the context is open.
+
+    Args:
+        model: a causal LM or bare base model whose blocks
+            :func:`~driftlib.model.layers.find_decoder_layers` finds.
+        steering: a bound :class:`~driftlib.steer.spec.SteeringSpec` (its vectors, λ, operator,
+            norm preservation and positions), or for use by hand ``{block index: v [d]}`` (torch or
+            numpy, any float dtype) with the default options; a negative index counts from the last
+            block. ``d`` must be the model's hidden size.
+        lam: the strength λ, overriding the spec's (``0`` leaves every output bit-identical).
+        **options: other :class:`~driftlib.steer.spec.SteeringSpec` fields to override, e.g.
+            ``start_position`` (steer only tokens whose absolute position, see the module docstring,
+            is ``>= start_position``) or ``preserve_norm`` (rescale each steered token to its
+            pre-steering norm, ``h' = f(h)·‖h‖/‖f(h)‖``, norms in float32, so steering changes
+            directions only).
+
+    With the ``add`` operator a block's output becomes ``h + λ·v``. Works for plain forward passes
+    and ``generate()`` with or without the KV cache, on left-padded batches, for blocks that return
+    a tensor or a tuple (element 0 replaced, the rest kept). The operator's tensors are cast once
+    per (dtype, device) that a block's output has, so a bfloat16 model stays bfloat16 and a model
+    split across devices gets them on each block's device. The outputs are new tensors (nothing is
+    modified in place). Hooks are removed on exit, also on an exception.
+
+    Raises:
+        ConfigError: no vectors, a layer out of range or given twice, a vector that is not
+            ``[hidden size]`` or holds NaN/Inf, a non-finite λ, a negative ``start_position``, an
+            unknown operator.
+        ModelError: the blocks cannot be found, or return something other than a tensor/tuple.
+    """
+    spec = replace(as_spec(steering, lam), **options) if options else as_spec(steering, lam)
+    blocks = find_decoder_layers(model)
+    n_blocks = len(blocks)
+    if not spec.vectors:
+        raise ConfigError("steer: give at least one {layer: vector} pair")
+    operator = operator_named(spec.operator)
+    start_position, preserve_norm = spec.start_position, spec.preserve_norm
+    size = hidden_size(model)
+
+    prepared: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in spec.vectors.items():
+        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+            raise ConfigError(f"steer: layer {key!r} is not an integer block index")
+        if not -n_blocks <= int(key) < n_blocks:
+            raise ConfigError(f"steer: layer {key} is out of range; the model has {n_blocks} decoder blocks")
+        layer = int(key) % n_blocks
+        if layer in prepared:
+            raise ConfigError(f"steer: layer {layer} is given twice (as {key})")
+        prepared[layer] = operator.prepare(_as_vector(layer, value, size), spec.lam)  # float32 tensors
+
+    state = {"past": 0}
+
+    def on_owner_call(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        state["past"] = _past_length(args, kwargs)
+
+    def make_hook(layer: int) -> Callable[..., object]:
+        tensors32 = prepared[layer]
+        cast: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
+
+        def hook(module: torch.nn.Module, args: object, output: object) -> object:
+            hidden = block_hidden_states(output)  # [b, t, d]
+            key = (hidden.dtype, hidden.device)
+            tensors = cast.get(key)
+            if tensors is None:
+                tensors = cast[key] = {k: v.to(device=hidden.device, dtype=hidden.dtype) for k, v in tensors32.items()}
+            steered = operator.apply(hidden, tensors)
+            if preserve_norm:
+                before = torch.linalg.vector_norm(hidden.float(), dim=-1, keepdim=True)
+                after = torch.linalg.vector_norm(steered.float(), dim=-1, keepdim=True)
+                scale = torch.where(after > 0, before / after.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
+                steered = (steered.float() * scale).to(hidden.dtype)
+            if start_position is not None:
+                positions = state["past"] + torch.arange(hidden.shape[-2], device=hidden.device)
+                selected = (positions >= start_position).view(*([1] * (hidden.dim() - 2)), -1, 1)
+                steered = torch.where(selected, steered, hidden)
+            return _replace_hidden(output, steered)
+
+        return hook
+
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        if start_position is not None:
+            owner = _blocks_owner(model, blocks)
+            handles.append(owner.register_forward_pre_hook(on_owner_call, with_kwargs=True))
+        for layer in sorted(prepared):
+            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+        logger.debug("steering layers %s with %s, lam=%g (start_position=%s, preserve_norm=%s)",
+                     sorted(prepared), spec.operator, spec.lam, start_position, preserve_norm)
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
