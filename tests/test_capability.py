@@ -188,39 +188,47 @@ def test_a_huge_vector_makes_greedy_generation_loop(llama: torch.nn.Module, toke
 def test_best_lambda_picks_the_highest_aqi_inside_the_bound() -> None:
     lambdas = [0.0, 0.5, 1.0, 2.0]
     got = best_lambda(lambdas, [10.0, 12.0, 15.0, 20.0], [0.0, 0.1, 0.3, 0.9], 0.5)
-    assert got["lambda"] == 1.0 and got["aqi"] == 15.0 and got["cost"] == 0.3
-    assert got["inside_bound"] == [True, True, True, False] and got["steered"] is True
-    assert got["best_outside"] == {"lambda": 2.0, "aqi": 20.0, "cost": 0.9}
-    assert "never called a success" in got["note"]
+    assert got.lam == 1.0 and got.aqi == 15.0 and got.cost == 0.3
+    assert got.inside_bound == [True, True, True, False] and got.steered is True
+    assert got.best_outside == {"lambda": 2.0, "aqi": 20.0, "cost": 0.9}
+    assert "never called a success" in got.note
     # the bound is inclusive; the best AQI inside -> no note
     got = best_lambda(lambdas, [10.0, 12.0, 15.0, 14.0], [0.0, 0.1, 0.5, 0.9], 0.5)
-    assert got["lambda"] == 1.0 and got["best_outside"] is None and got["note"] == ""
+    assert got.lam == 1.0 and got.best_outside is None and got.note == ""
 
 
 def test_best_lambda_when_no_steered_lambda_fits() -> None:
     got = best_lambda([0.0, 0.5, 1.0], [10.0, 30.0, 40.0], [0.0, 0.6, 0.9], 0.5)
-    assert got["lambda"] == 0.0 and got["aqi"] == 10.0 and got["steered"] is False
-    assert got["inside_bound"] == [True, False, False]
-    assert "no steered lambda" in got["note"] and "never called a success" in got["note"]
-    assert got["best_outside"]["lambda"] == 1.0
+    assert got.lam == 0.0 and got.aqi == 10.0 and got.steered is False
+    assert got.inside_bound == [True, False, False]
+    assert "no steered lambda" in got.note and "never called a success" in got.note
+    assert got.best_outside["lambda"] == 1.0
     # no lambda 0 in the sweep and nothing fits: no choice at all
     got = best_lambda([0.5, 1.0], [30.0, 40.0], [0.6, 0.9], 0.5)
-    assert got["lambda"] is None and math.isnan(got["aqi"]) and math.isnan(got["cost"])
-    assert got["inside_bound"] == [False, False] and "no lambda at all" in got["note"]
+    assert got.lam is None and math.isnan(got.aqi) and math.isnan(got.cost)
+    assert got.inside_bound == [False, False] and "no lambda at all" in got.note
     # steering inside the bound but not better than lambda 0
     got = best_lambda([0.0, 0.5], [10.0, 9.0], [0.0, 0.1], 0.5)
-    assert got["lambda"] == 0.0 and "did not raise" in got["note"]
+    assert got.lam == 0.0 and "did not raise" in got.note
 
 
 def test_best_lambda_ties_nans_and_several_costs() -> None:
-    # ties go to the smallest |lambda|; a NaN AQI is never chosen; a NaN cost is outside
+    # ties go to the smallest |lambda|; a NaN AQI is never chosen; a NaN cost is outside, and said so
     got = best_lambda([-1.0, 0.5, 1.0, 2.0], [15.0, 15.0, float("nan"), 16.0], [0.1, 0.1, 0.0, float("nan")], 1.0)
-    assert got["lambda"] == 0.5 and got["inside_bound"] == [True, True, True, False]
+    assert got.lam == 0.5 and got.inside_bound == [True, True, True, False]
+    assert "cost of lambda 2 could not be measured" in got.note
+    # lambda 0 is inside by definition, even when its cost could not be measured (a repetition rate
+    # of continuations shorter than three tokens is NaN, and so is every increase over it)
+    got = best_lambda([0.0, 0.5, 1.0], [5.0, 6.0, 7.0], np.array([[0.0, np.nan], [0.1, np.nan], [0.2, np.nan]]),
+                      [0.5, 0.2])
+    assert got.inside_bound == [True, False, False] and got.lam == 0.0 and not got.steered
+    assert "lambda 0.5, 1 could not be measured" in got.note and "no steered lambda" in got.note
+    assert got.to_dict()["lambda"] == 0.0
     # two costs (KL, repetition), each with its own bound
     costs = np.array([[0.0, 0.1], [0.2, 0.1], [0.3, 0.6], [2.0, 0.1]])
     got = best_lambda([0.0, 0.5, 1.0, 2.0], [1.0, 2.0, 3.0, 4.0], costs, [1.0, 0.5])
-    assert got["lambda"] == 0.5 and got["cost"] == [0.2, 0.1]
-    assert got["inside_bound"] == [True, True, False, False]
+    assert got.lam == 0.5 and got.cost == [0.2, 0.1]
+    assert got.inside_bound == [True, True, False, False]
     with pytest.raises(ConfigError, match="aqi"):
         best_lambda([0.0, 1.0], [1.0], [0.0, 0.0], 1.0)
     with pytest.raises(ConfigError, match="cost"):

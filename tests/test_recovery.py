@@ -71,3 +71,24 @@ def test_pick_cross_arch_uses_the_best_phase4_method_of_the_baseline_row():
     assert pick_cross_arch(matrix, "c", "c") is None      # the baseline itself: same-arch only
     assert pick_cross_arch(matrix, "a", "d") is None      # no phase-4 pair into d
     assert pick_cross_arch(matrix, None, "c") is None
+
+
+def test_recovery_notes_speak_of_the_dealignment_not_of_mapped_vectors() -> None:
+    """Phase 4.5 reuses phase 4's efficiency arithmetic; its notes must not reuse phase 4's words."""
+    import numpy as np
+
+    from driftlib.phases.recovery.evaluate import recovery_note
+    from driftlib.stats.transfer import transfer_efficiency
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([True, False], 30)
+    same = rng.standard_normal((60, 6))
+    # the "aligned" states equal the dealigned ones: no drop at all
+    r = transfer_efficiency(same, same + 0.01 * rng.standard_normal((60, 6)), same, y, n_components=None, n_boot=50)
+    assert r["reason"] in ("no_reference_gain", "reference_gain_in_noise") and not r["defined"]
+    note = recovery_note(r, 0.95)
+    assert note.startswith("undefined: the dealignment")
+    assert "mapped" not in note and "target's own vector" not in note
+    assert recovery_note({"reason": "no_reference_gain", "gain_own": -0.5, "gain_own_ci": [-1.0, 0.1],
+                          "note": ""}, 0.95) == ("undefined: the dealignment did not lower the AQI (drop = -0.5 <= 0), "
+                                                 "so there is nothing to recover")

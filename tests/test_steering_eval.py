@@ -87,7 +87,7 @@ def test_best_in_bound_counts_repetition_above_lambda_zero():
     # lambda 2 breaks the KL bound, lambda 1 raises repetition by 0.25 > 0.2 over lambda 0's 0.30:
     # an absolute repetition bound would have rejected lambda 0.5 (0.35) too
     best = best_in_bound(curve, cost, 0.5, 0.2)
-    assert best["lambda"] == 0.5 and best["inside_bound"] == [True, True, False, False]
-    assert best["best_outside"]["lambda"] == 2.0
+    assert best.lam == 0.5 and best.inside_bound == [True, True, False, False]
+    assert best.best_outside["lambda"] == 2.0
     # an uncosted control: the highest AQI
-    assert best_in_bound(curve, None, 0.5, 0.2)["lambda"] == 2.0
+    assert best_in_bound(curve, None, 0.5, 0.2).lam == 2.0

@@ -73,7 +73,7 @@ def test_half_gain_efficiency_and_interval():
     res = T.transfer_efficiency(hu, hm, ho, y, n_boot=1000, seed=0)
     elapsed = time.perf_counter() - t0
     assert set(res) == {"gain_mapped", "gain_own", "gain_own_ci", "gain_mapped_ci", "efficiency", "ci_low",
-                        "ci_high", "defined", "note", "n_boot"}
+                        "ci_high", "defined", "note", "reason", "n_boot"}
     assert res["defined"] is True and res["note"] == "" and res["n_boot"] == 1000
     aq = [T.aqi_point(A.preprocess_features(h), y) for h in (hu, hm, ho)]
     assert res["efficiency"] == pytest.approx((aq[1] - aq[0]) / (aq[2] - aq[0]), rel=1e-9)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,41 @@ from driftlib.core.errors import ArtifactError, ConfigError, DataError
 TRANSFER_VECTORS = ("mapped", "shuffled", "random")
 
 
+@dataclass(frozen=True)
+class LambdaChoice:
+    """The best lambda of a sweep inside a capability-cost bound (:func:`best_lambda`).
+
+    Args:
+        lam: the chosen lambda (None when no lambda is inside the bound or none of those inside has
+            a defined AQI); ties go to the smallest ``|lambda|`` (least steering).
+        aqi: its AQI (NaN when none).
+        cost: its cost (NaN when none; a list for several costs).
+        inside_bound: ``[m]`` bools, one per lambda of the sweep.
+        steered: whether the chosen lambda is non-zero.
+        best_outside: ``{"lambda", "aqi", "cost"}`` of the highest AQI outside the bound when it
+            beats the chosen one, else None.
+        note: a sentence saying when no steered lambda fits the bound, when steering did not beat
+            lambda 0 inside it, when a cost could not be measured, or when a higher AQI outside the
+            bound was reported but not chosen.
+    """
+
+    lam: float | None
+    aqi: float
+    cost: float | list[float]
+    inside_bound: list[bool]
+    steered: bool
+    best_outside: dict[str, Any] | None
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``best_lambda.json``): the fields, with ``lam`` written as ``lambda``."""
+        return {"lambda": self.lam, "aqi": self.aqi, "cost": self.cost, "inside_bound": list(self.inside_bound),
+                "steered": self.steered, "best_outside": self.best_outside, "note": self.note}
+
+
 def best_lambda(
     lambdas: Sequence[float], aqi: Sequence[float], cost: Sequence[float] | np.ndarray, bound: float | Sequence[float]
-) -> dict[str, Any]:
+) -> LambdaChoice:
     """The lambda with the highest AQI among those whose capability cost stays inside the bound.
 
     Args:
@@ -31,24 +64,17 @@ def best_lambda(
         cost: the cost at each lambda, ``[m]`` (one cost, e.g. the next-token KL) or ``[m, c]``
             (several costs, e.g. KL and repetition, each with its own bound).
         bound: the largest acceptable cost: a number, or ``[c]`` numbers for a 2-D ``cost``. A
-            lambda is inside the bound when every one of its costs is ``<= bound`` (a NaN cost is
-            outside).
+            lambda is inside the bound when every one of its costs is ``<= bound``.
 
     Returns:
-        A dict with
+        A :class:`LambdaChoice`.
 
-        - ``"lambda"``: the chosen lambda (``None`` when no lambda is inside the bound or none of
-          those inside has a defined AQI); ties go to the smallest ``|lambda|`` (least steering);
-        - ``"aqi"``, ``"cost"``: its AQI and cost (NaN when none; ``cost`` a list for 2-D costs);
-        - ``"inside_bound"``: ``[m]`` bools;
-        - ``"steered"``: whether the chosen lambda is non-zero;
-        - ``"best_outside"``: ``{"lambda", "aqi", "cost"}`` of the highest AQI outside the bound when
-          it beats the chosen one, else ``None``;
-        - ``"note"``: a sentence saying when no steered lambda fits the bound, when steering did not
-          beat lambda 0 inside it, or when a higher AQI outside the bound was reported but not chosen.
-
-    A "steered" lambda is any ``lambda != 0`` (negative strengths included). An AQI gain outside the
-    bound is reported, never called a success.
+    The rule for costs that could not be measured: ``lambda = 0`` is the unsteered model, so it is
+    inside the bound by definition, whatever its cost column says (a repetition rate is NaN when
+    every greedy continuation ends before three tokens, and a cost relative to lambda 0 is then NaN
+    too). A steered lambda with a NaN cost is outside (it cannot be shown to be inside), and the
+    note says so. A "steered" lambda is any ``lambda != 0`` (negative strengths included). An AQI
+    gain outside the bound is reported, never called a success.
     """
     lams = np.asarray(check_lambdas(lambdas), dtype=np.float64)
     m = lams.shape[0]
@@ -66,6 +92,8 @@ def best_lambda(
         raise ConfigError("best_lambda: the cost bound is NaN")
     within = costs <= limits  # NaN compares False: outside
     inside = within if costs.ndim == 1 else within.all(axis=1)
+    inside = inside | (lams == 0)  # the unsteered model is inside by definition
+    unmeasured = (np.isnan(costs) if costs.ndim == 1 else np.isnan(costs).any(axis=1)) & (lams != 0)
 
     def pick(candidates: np.ndarray) -> int | None:
         ok = candidates & np.isfinite(scores)
@@ -96,20 +124,23 @@ def best_lambda(
         notes.append("steering did not raise the AQI above lambda 0 inside the bound")
     if chosen is None and not inside.any():
         notes.append("no lambda at all is inside the bound")
+    if unmeasured.any():
+        notes.append(f"the capability cost of lambda {', '.join(f'{v:g}' for v in lams[unmeasured])} could not be "
+                     "measured (NaN): counted outside the bound")
     if best_outside is not None:
         notes.append(
             f"a higher AQI ({best_outside['aqi']:.4g} at lambda {best_outside['lambda']:g}, cost {best_outside['cost']}) "
             "lies outside the bound: an AQI gain outside the bound is reported, never called a success"
         )
-    return {
-        "lambda": None if chosen is None else float(lams[chosen]),
-        "aqi": math.nan if chosen is None else float(scores[chosen]),
-        "cost": math.nan if chosen is None else cost_of(chosen),
-        "inside_bound": [bool(v) for v in inside],
-        "steered": chosen is not None and bool(lams[chosen] != 0),
-        "best_outside": best_outside,
-        "note": "; ".join(notes),
-    }
+    return LambdaChoice(
+        lam=None if chosen is None else float(lams[chosen]),
+        aqi=math.nan if chosen is None else float(scores[chosen]),
+        cost=math.nan if chosen is None else cost_of(chosen),
+        inside_bound=[bool(v) for v in inside],
+        steered=chosen is not None and bool(lams[chosen] != 0),
+        best_outside=best_outside,
+        note="; ".join(notes),
+    )
 
 
 def check_lambdas(lambdas: Sequence[float]) -> list[float]:
@@ -193,7 +224,7 @@ def overall_curve(aqi: pd.DataFrame, vector: str) -> pd.DataFrame:
 
 
 def best_in_bound(curve: pd.DataFrame, cost: pd.DataFrame | None, max_kl: float,
-                  max_repetition_increase: float) -> dict:
+                  max_repetition_increase: float) -> LambdaChoice:
     """:func:`driftlib.stats.selection.best_lambda` of one curve (``lam``, ``aqi``) with its cost table
     (``lam``, ``kl``, ``repetition``): the KL bound, and repetition counted above lambda 0's. With
     ``cost`` None (an uncosted control) every lambda is inside: the highest AQI wins."""

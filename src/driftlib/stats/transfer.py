@@ -89,7 +89,9 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
         ``gain_mapped_ci, gain_own_ci``: ``[lo, hi]`` percentile intervals of the gains;
         ``efficiency``: ``gain_mapped / gain_own``; ``ci_low, ci_high``: percentile interval of the
         ratio draws; ``defined``: whether the efficiency means anything; ``note``: why not, or a
-        remark ("" when none); ``n_boot``: draws requested.
+        remark ("" when none), in phase 4's words; ``reason``: why not as a code, for callers that
+        word it for their own question (``too_few_rows``, ``no_reference_gain``,
+        ``reference_gain_in_noise``; "" when defined); ``n_boot``: draws requested.
 
     Notes
     -----
@@ -128,11 +130,12 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     nan = float("nan")
     result: dict[str, Any] = {
         "gain_mapped": nan, "gain_own": nan, "gain_own_ci": [nan, nan], "gain_mapped_ci": [nan, nan],
-        "efficiency": nan, "ci_low": nan, "ci_high": nan, "defined": False, "note": "", "n_boot": n_boot,
+        "efficiency": nan, "ci_low": nan, "ci_high": nan, "defined": False, "note": "", "reason": "",
+        "n_boot": n_boot,
     }
     undefined = _aqi.undefined_note(n_s, n - n_s)
     if undefined is not None:
-        result["note"] = undefined
+        result.update(note=undefined, reason="too_few_rows")
         return result
 
     # as alignment_quality: safe rows first (stable), float64, preprocessing fitted per set
@@ -164,11 +167,13 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     if not gain_own > 0:
         result["note"] = (f"undefined: the target's own vector does not raise the AQI (gain_own = {gain_own:.4g} "
                           "<= 0), so there is no gain to compare the mapped vector with")
+        result["reason"] = "no_reference_gain"
         return result
     if not gain_own_ci[0] > 0:
         result["note"] = (f"undefined: the target's own vector does not raise the AQI beyond noise (gain_own = "
                           f"{gain_own:.4g}, {level} interval [{gain_own_ci[0]:.4g}, {gain_own_ci[1]:.4g}] "
                           "includes 0)")
+        result["reason"] = "reference_gain_in_noise"
         return result
 
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -26,7 +26,11 @@ from driftlib.steer.capability import greedy_repetition, next_token_kl
 from driftlib.steer.spec import SteeringSpec
 from driftlib.steer.sweep import sweep_hidden_states
 
-__all__ = ["CostOptions", "ReadOut", "cost_rows", "sweep_file"]
+__all__ = ["CostOptions", "ReadOut", "UNMEASURED_REPETITION", "cost_rows", "sweep_file"]
+
+#: why a repetition rate is NaN (the cost tables' ``cost_note``)
+UNMEASURED_REPETITION = ("repetition not measurable: every greedy continuation (at most {n} new tokens) ended "
+                         "before 3 tokens, so it has no 3-grams")
 
 
 @dataclass(frozen=True)
@@ -97,13 +101,15 @@ def sweep_file(model: Any, tokenizer: Any, texts: str | Path, named: Mapping[str
 
 def cost_rows(model: Any, tokenizer: Any, named: Mapping[str, SteeringSpec], lambdas: Sequence[float],
               cost: CostOptions, *, batch_size: int) -> list[dict[str, Any]]:
-    """Capability cost (next-token KL, repetition of greedy generations) of each named spec per lambda."""
+    """Capability cost (next-token KL, repetition of greedy generations) of each named spec per lambda,
+    one row per (spec, lambda) with ``cost_note`` saying why a cost is NaN ("" when measured)."""
     texts, prompts = cost.texts()
     rows = []
     for key, spec in named.items():
         kl = next_token_kl(model, tokenizer, texts, spec, lambdas, batch_size=batch_size)
         rep = greedy_repetition(model, tokenizer, prompts, spec, lambdas,
                                 max_new_tokens=cost.max_new_tokens, batch_size=batch_size)
-        rows += [{"vector": key, "lam": float(lam), "kl": float(k), "repetition": float(r)}
+        rows += [{"vector": key, "lam": float(lam), "kl": float(k), "repetition": float(r),
+                  "cost_note": "" if np.isfinite(r) else UNMEASURED_REPETITION.format(n=cost.max_new_tokens)}
                  for lam, k, r in zip(lambdas, kl, rep)]
     return rows

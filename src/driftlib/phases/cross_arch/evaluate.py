@@ -171,17 +171,17 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     primary = 0  # the first measure layer is the primary one
     own_curve = overall_curve(o_aqi, "own")
     own_best = best_in_bound(own_curve, o_cost[o_cost["vector"] == "own"], max_kl, max_repetition_increase)
-    own_lam = own_best["lambda"] if own_best["lambda"] is not None else 0.0
+    own_lam = own_best.lam if own_best.lam is not None else 0.0
     h0 = states_at(t_arrays, f"{t_meta['methods'][0]}/mapped", t_lams, 0.0, primary, transfer_sweep)
     h_own = states_at(o_arrays, "own", o_lams, own_lam, primary, own_sweep)
     rows = []
     for m in t_meta["methods"]:
         mapped_key = f"{m}/mapped"
         best = best_in_bound(overall_curve(t_aqi, mapped_key), t_cost[t_cost["vector"] == mapped_key], max_kl, max_repetition_increase)
-        lam_mapped = best["lambda"] if best["lambda"] is not None else 0.0
+        lam_mapped = best.lam if best.lam is not None else 0.0
         for vector in TRANSFER_VECTORS:
             key = f"{m}/{vector}"
-            lam = lam_mapped if vector == "mapped" else best_in_bound(overall_curve(t_aqi, key), None, 0, 0)["lambda"] or 0.0
+            lam = lam_mapped if vector == "mapped" else best_in_bound(overall_curve(t_aqi, key), None, 0, 0).lam or 0.0
             h = states_at(t_arrays, key, t_lams, lam, primary, transfer_sweep)
             eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
                                       n_boot=n_boot, confidence=confidence, seed=seed)
@@ -193,7 +193,7 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
                          "own_gain_ci_low": eff["gain_own_ci"][0], "own_gain_ci_high": eff["gain_own_ci"][1],
                          "efficiency": eff["efficiency"], "ci_low": eff["ci_low"], "ci_high": eff["ci_high"],
                          "defined": bool(eff["defined"]),
-                         "note": "; ".join(x for x in (eff["note"], best["note"] if vector == "mapped" else "") if x)})
+                         "note": "; ".join(x for x in (eff["note"], best.note if vector == "mapped" else "") if x)})
     table = pd.DataFrame(rows)
     if out is not None:
         write_table(table, out, metadata={"source": t_meta.get("source", ""), "target": t_meta.get("model", ""),

@@ -46,6 +46,18 @@ def recovery_rate(aqi_aligned: float, aqi_dealigned: float, aqi_steered: float) 
     return (float(aqi_steered) - float(aqi_dealigned)) / drop
 
 
+def recovery_note(r: dict, confidence: float) -> str:
+    """Why a recovery rate is undefined (or a remark), in phase 4.5's words, from
+    :func:`driftlib.stats.transfer.transfer_efficiency`'s result (the aligned model is its reference)."""
+    drop, (lo, hi) = r["gain_own"], r["gain_own_ci"]
+    if r["reason"] == "no_reference_gain":
+        return f"undefined: the dealignment did not lower the AQI (drop = {drop:.4g} <= 0), so there is nothing to recover"
+    if r["reason"] == "reference_gain_in_noise":
+        return (f"undefined: the dealignment drop is inside the noise (drop = {drop:.4g}, {100 * confidence:g}% "
+                f"interval [{lo:.4g}, {hi:.4g}] includes 0), so a recovery rate would divide by noise")
+    return r["note"]
+
+
 def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path, aligned: str | Path,
                       prompts: str | Path, *, steps: int, max_kl: float, max_repetition_increase: float,
                       method: str = "standardize", n_components: int | None = 32, n_boot: int = 1000,
@@ -81,19 +93,18 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
     for vector in meta["vectors"]:
         costed = costs[costs["vector"] == vector]
         best = best_in_bound(overall_curve(table, vector), costed if len(costed) else None, max_kl, max_repetition_increase)
-        lam = best["lambda"] if best["lambda"] is not None else 0.0
+        lam = best.lam if best.lam is not None else 0.0
         h = states_at(arrays, vector, lambdas, lam, 0, sweep)
         r = transfer_efficiency(h0, h, h_aligned, y, method=method, n_components=n_components,
                                 n_boot=n_boot, confidence=confidence, seed=seed)
-        note = r["note"].replace("the target's own vector does not raise the AQI beyond noise",
-                                 "the drop is inside the noise")
+        note = recovery_note(r, confidence)
         rows.append({"model": meta.get("model", ""), "steps": int(steps), "vector": vector,
                      "source": meta.get("sources", {}).get(vector, ""), "lam": float(lam), "layer": layer,
                      "drop": r["gain_own"], "drop_ci_low": r["gain_own_ci"][0], "drop_ci_high": r["gain_own_ci"][1],
                      "gain": r["gain_mapped"], "gain_ci_low": r["gain_mapped_ci"][0],
                      "gain_ci_high": r["gain_mapped_ci"][1], "rate": r["efficiency"], "ci_low": r["ci_low"],
                      "ci_high": r["ci_high"], "defined": bool(r["defined"]),
-                     "note": "; ".join(x for x in (note, best["note"] if len(costed) else "") if x)})
+                     "note": "; ".join(x for x in (note, best.note if len(costed) else "") if x)})
     result = pd.DataFrame(rows)
     if out is not None:
         write_table(result, out, metadata={"model": meta.get("model", ""), "steps": int(steps), "n_boot": n_boot,
@@ -101,4 +112,4 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
     return result
 
 
-__all__ = ["evaluate_recovery", "recovery_rate"]
+__all__ = ["evaluate_recovery", "recovery_note", "recovery_rate"]

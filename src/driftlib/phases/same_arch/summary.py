@@ -44,7 +44,10 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
         # repetition counts as a cost only where it exceeds the unsteered model's own repetition
         unsteered = merged[merged["lam"] == 0].set_index("vector")["repetition"]
         merged["repetition_increase"] = merged["repetition"] - merged["vector"].map(unsteered)
-        merged["inside_bound"] = (merged["kl"] <= max_kl) & (merged["repetition_increase"] <= max_repetition_increase)
+        # lambda 0 is the unsteered model: inside by definition (its repetition may be NaN when every
+        # continuation ended before three tokens); a steered lambda with a NaN cost is outside
+        merged["inside_bound"] = ((merged["kl"] <= max_kl) & (merged["repetition_increase"] <= max_repetition_increase)
+                                  | (merged["lam"] == 0))
         rows.append(merged)
         layer = int(main["layer"].iloc[0])
         tgt = phase1[(phase1["model"] == model) & (phase1["variant"] == "aligned") &
@@ -61,7 +64,7 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
         r_rho = spearman_interval(rnd["lam"], rnd["aqi"], rnd["se"], confidence=confidence, seed=seed)
         report[model] = {"layer": layer, "target_aqi": target, "spearman_rho": rho, "spearman_ci": [rlo, rhi],
                          "monotonic": mono, "random_spearman_rho": r_rho[0], "random_spearman_ci": list(r_rho[1:]),
-                         "best": best, "kind": read_table(sweep_path)[1].get("kind", "")}
+                         "best": best.to_dict(), "kind": read_table(sweep_path)[1].get("kind", "")}
         has_base = bool(((phase1["model"] == model) & (phase1["variant"] == "base")).any())
         steered = "base model" if has_base else "aligned model (no base)"
         plots.steering_curve(merged, merged, out / f"{model}_curve.png", target=target, target_ci=target_ci,
