@@ -1,7 +1,7 @@
 # Phase 6: which alignment postures are stable when agents choose them? Each agent of a pairing
 # picks a lambda from game.lambdas; payoffs come from the phase-5 runs of every profile of that
 # grid (the rules of collab.smk run whichever profiles phase 5 did not), combined as game.weights
-# says (driftlib/game.py documents the formula).
+# says (driftlib/phases/game/solve.py documents the formula).
 
 
 rule solve_game:

@@ -72,8 +72,8 @@ def _fit_maps_parser(sub) -> None:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--inject", type=layer, nargs="+", required=True, help="the target's injection layers")
     p.add_argument("--matching", choices=["cka", "depth"], default="cka")
-    p.add_argument("--methods", nargs="+", choices=["ridge", "procrustes", "relative"],
-                   default=["ridge", "procrustes", "relative"])
+    p.add_argument("--methods", nargs="+", default=["ridge", "procrustes", "relative"],
+                   help="map methods (driftlib.stats.maps.METHODS)")
     p.add_argument("--procrustes-components", type=none_or_int, default=32)
     p.add_argument("--relative-anchors", type=int, default=64)
     p.add_argument("--folds", type=int, default=5)
@@ -115,5 +115,5 @@ def register(sub) -> None:
     p.add_argument("--efficiencies", nargs="+", required=True)
     p.add_argument("--matchings", nargs="+", required=True)
     p.add_argument("--baseline", required=True, help="phase 1's baseline.json")
-    p.add_argument("--matrix-method", choices=["best", "ridge", "procrustes", "relative"], default="best")
+    p.add_argument("--matrix-method", default="best", help="best, or one map method")
     p.add_argument("--out-dir", required=True)

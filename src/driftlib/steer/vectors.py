@@ -22,10 +22,8 @@ hidden size. Hidden states come as ``[n, L, d]`` arrays from
 Maths functions take and return numpy arrays and compute in float64; vectors are returned as
 float32 (the dtype they are stored and applied in), statistics as float64.
 
-The model-facing functions (:func:`train_steering_vector`, :func:`train_contrastive_vector`,
-:func:`paired_last_token_states`) read last-real-token block outputs through
-:func:`~driftlib.model.forward.extract_hidden_states`, truncating long texts from the left
-(preference transcripts differ only at the end). Vector sets are stored with :func:`save_vectors`
+This module runs no model (no torch): the model-facing functions, which train a vector from models
+in one call, are in :mod:`driftlib.steer.train`. Vector sets are stored with :func:`save_vectors`
 in one safetensors file, one tensor per kind and layer, named ``"{kind}.layer{l}"``.
 """
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from driftlib.core.artifacts import read_json, read_table, write_json, write_table
+from driftlib.core.errors import ConfigError
 from driftlib.phases.cross_arch import plots
 from driftlib.stats.selection import transfer_matrix as rank_cells
 
@@ -30,6 +31,10 @@ def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | 
     ``transfer_summary.json`` (the baseline model's row) and the heatmaps (``transfer_matrix.png``,
     ``transfer_fit.png``, ``layer_matching.png``)."""
 
+    from driftlib.stats.maps import METHODS
+
+    if matrix_method not in ("best", *METHODS):
+        raise ConfigError(f"cross_arch.matrix_method: {matrix_method!r}; use best or one of {', '.join(METHODS)}")
     out = Path(out_dir)
     matrix = transfer_matrix(fits, efficiencies)
     write_table(matrix, out / "transfer_matrix.parquet")
