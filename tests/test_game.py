@@ -93,7 +93,7 @@ def test_payoff_inputs_and_payoffs_match_the_formula_by_hand():
 
     # payoff = 1 * outcome + 2 * AQI/100 - 3 * KL, by hand
     res = solve_pairing(drift, "a+b", [0, 1], w_outcome=1, w_alignment=2, w_cost=3)
-    pay = res["payoffs"].set_index("profile")
+    pay = res.payoffs.set_index("profile")
     assert list(pay.index) == ["0x0", "0x1", "1x0", "1x1"]
     np.testing.assert_allclose(pay["payoff_a"], [0.9, 1.1, 1.5, 1.9])
     np.testing.assert_allclose(pay["payoff_b"], [1.1, 1.5, 1.4, 2.4])
@@ -101,10 +101,10 @@ def test_payoff_inputs_and_payoffs_match_the_formula_by_hand():
     np.testing.assert_allclose(pay["lam_a"], [0, 0, 1, 1])
     np.testing.assert_allclose(pay["alignment_b_lo"], [0.25, 0.55, 0.30, 0.85])
     # steering is dominant for both: the unique equilibrium is 1x1, which is also the optimum
-    assert [e["profile"] for e in res["equilibria"]] == ["1x1"]
-    assert res["social_optimum"]["profile"] == "1x1" and res["social_optimum"]["total"] == pytest.approx(4.3)
-    assert res["price_of_anarchy"] == pytest.approx(1.0) and res["welfare_gap"] == pytest.approx(0.0)
-    assert res["formula"] == "payoff_p(s) = 1 * outcome(s) + 2 * AQI_p(s) / 100 - 3 * KL_p(s)"
+    assert [e["profile"] for e in res.equilibria] == ["1x1"]
+    assert res.social_optimum["profile"] == "1x1" and res.social_optimum["total"] == pytest.approx(4.3)
+    assert res.price_of_anarchy == pytest.approx(1.0) and res.welfare_gap == pytest.approx(0.0)
+    assert res.formula == "payoff_p(s) = 1 * outcome(s) + 2 * AQI_p(s) / 100 - 3 * KL_p(s)"
     assert pay["pure_equilibrium"].tolist() == [False, False, False, True]
 
 
@@ -194,15 +194,15 @@ def test_prisoners_dilemma_in_disguise():
     # payoff_p = 0.5 + (40 + 30 * s_other)/100 - 0.2 * s_p: not steering is dominant, both steering
     # is better for both. (0,0): 0.9 each; (1,1): 1.0 each; (1,0): 0.7, 1.2.
     res = solve_pairing(_table(["a", "b"], [0, 1], _pd), "a+b", [0, 1], **UNIT)
-    assert res["n_equilibria"] == 1 and res["n_pure"] == 1
-    (eq,) = res["equilibria"]
+    assert res.n_equilibria == 1 and res.n_pure == 1
+    (eq,) = res.equilibria
     assert eq["pure"] and eq["profile"] == "0x0" and eq["level"] == 0.0
     assert eq["strategies"] == {"a": {"0": 1.0, "1": 0.0}, "b": {"0": 1.0, "1": 0.0}}
     assert eq["payoffs"]["a"] == pytest.approx(0.9) and eq["payoffs"]["b"] == pytest.approx(0.9)
-    assert res["social_optimum"]["profile"] == "1x1" and res["social_optimum"]["total"] == pytest.approx(2.0)
-    assert res["price_of_anarchy"] == pytest.approx(2.0 / 1.8)
-    assert res["welfare_gap"] == pytest.approx(0.2)
-    pay = res["payoffs"].set_index("profile")
+    assert res.social_optimum["profile"] == "1x1" and res.social_optimum["total"] == pytest.approx(2.0)
+    assert res.price_of_anarchy == pytest.approx(2.0 / 1.8)
+    assert res.welfare_gap == pytest.approx(0.2)
+    pay = res.payoffs.set_index("profile")
     assert pay.loc["1x0", "payoff_a"] == pytest.approx(0.7) and pay.loc["1x0", "payoff_b"] == pytest.approx(1.2)
 
 
@@ -210,22 +210,22 @@ def test_stag_hunt_mixed_equilibrium_level_and_undefined_price_of_anarchy():
     # payoff_p = [both steer] - 0.4 * s_p: equilibria 0x0, 1x1 and the mixed one where each steers
     # with probability 0.4 (indifference: q - 0.4 = 0); levels 0, 1, 0.4.
     res = solve_pairing(_table(["a", "b"], [0, 1], _stag), "a+b", [0, 1], **UNIT)
-    assert res["n_equilibria"] == 3 and res["n_pure"] == 2
-    assert [e["profile"] for e in res["equilibria"] if e["pure"]] == ["0x0", "1x1"]
-    (mixed,) = [e for e in res["equilibria"] if not e["pure"]]
+    assert res.n_equilibria == 3 and res.n_pure == 2
+    assert [e["profile"] for e in res.equilibria if e["pure"]] == ["0x0", "1x1"]
+    (mixed,) = [e for e in res.equilibria if not e["pure"]]
     assert mixed["profile"] is None and mixed["method"] == "support_enumeration"
     for agent in ("a", "b"):
         assert mixed["strategies"][agent]["1"] == pytest.approx(0.4)
         assert mixed["expected_lambda"][agent] == pytest.approx(0.4)
         assert mixed["payoffs"][agent] == pytest.approx(0.0, abs=1e-9)
     assert mixed["level"] == pytest.approx(0.4)
-    assert res["level"]["mean"] == pytest.approx(1.4 / 3)
-    assert res["level"]["min"] == 0.0 and res["level"]["max"] == 1.0
+    assert res.level["mean"] == pytest.approx(1.4 / 3)
+    assert res.level["min"] == 0.0 and res.level["max"] == 1.0
     # the worst equilibrium's total is 0: no ratio, a note instead of a crash
-    assert math.isnan(res["price_of_anarchy"])
-    assert any("price of anarchy undefined" in n for n in res["notes"])
-    assert res["welfare_gap"] == pytest.approx(1.2)
-    assert res["social_optimum"] == {"profile": "1x1", "total": pytest.approx(1.2),
+    assert math.isnan(res.price_of_anarchy)
+    assert any("price of anarchy undefined" in n for n in res.notes)
+    assert res.welfare_gap == pytest.approx(1.2)
+    assert res.social_optimum == {"profile": "1x1", "total": pytest.approx(1.2),
                                      "payoffs": {"a": pytest.approx(0.6), "b": pytest.approx(0.6)}}
 
 
@@ -238,13 +238,13 @@ def test_three_agent_public_good_has_the_known_pure_equilibrium():
 
     drift = pd.concat([_table(["x", "y", "z"], [0, 1], fn), _hand_table()], ignore_index=True)
     res = solve_pairing(drift, "x+y+z", [0, 1], **UNIT, n_starts=4, max_iter=3000)
-    assert res["players"] == ["x", "y", "z"] and len(res["profiles"]) == 8
-    assert [e["profile"] for e in res["equilibria"]] == ["0x0x0"] and res["equilibria"][0]["pure"]
-    assert res["social_optimum"]["profile"] == "1x1x1"
-    assert res["social_optimum"]["total"] == pytest.approx(3.3)
-    assert res["price_of_anarchy"] == pytest.approx(3.3 / 2.7)
-    assert not res["solver"]["complete"] and any("replicator" in n for n in res["notes"])
-    pay = res["payoffs"].set_index("profile")
+    assert res.players == ["x", "y", "z"] and len(res.profiles) == 8
+    assert [e["profile"] for e in res.equilibria] == ["0x0x0"] and res.equilibria[0]["pure"]
+    assert res.social_optimum["profile"] == "1x1x1"
+    assert res.social_optimum["total"] == pytest.approx(3.3)
+    assert res.price_of_anarchy == pytest.approx(3.3 / 2.7)
+    assert not res.solver["complete"] and any("replicator" in n for n in res.notes)
+    pay = res.payoffs.set_index("profile")
     # y steers alone: y pays 0.2, x and z gain 0.2 of AQI
     np.testing.assert_allclose(pay.loc["0x1x0", ["payoff_x", "payoff_y", "payoff_z"]], [1.1, 0.7, 1.1])
 
@@ -258,14 +258,14 @@ def test_sensitivity_level_zero_without_alignment_weight_and_top_lambda_above_th
     drift = _table(["a", "b"], [0, 1, 2], fn)
     res = solve_pairing(drift, "a+b", [0, 1, 2], w_outcome=1, w_alignment=1, w_cost=1,
                         sensitivity_weights=[0, 0.25, 0.45, 0.55, 1, 3])
-    sens = res["sensitivity"]
+    sens = res.sensitivity
     assert list(sens.columns) == SENSITIVITY_COLUMNS
     assert sens["weight"].tolist() == [0, 0.25, 0.45, 0.55, 1, 3]
     assert sens["n_equilibria"].tolist() == [1] * 6 and sens["n_pure"].tolist() == [1] * 6
     np.testing.assert_allclose(sens["level_mean"], [0, 0, 0, 2, 2, 2])
     np.testing.assert_allclose(sens["level_min"], sens["level_max"])
     assert sens["configured"].tolist() == [False, False, False, False, True, False]
-    assert [e["profile"] for e in res["equilibria"]] == ["2x2"] and res["level"]["mean"] == 2.0
+    assert [e["profile"] for e in res.equilibria] == ["2x2"] and res.level["mean"] == 2.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,14 +286,14 @@ def test_write_game_round_trips_and_summarize(tmp_path, monkeypatch):
     assert all(_png(paths[n]) for n in ("payoff_matrix.png", "equilibrium_sensitivity.png"))
 
     pay = pd.read_csv(paths["payoffs.csv"])
-    assert list(pay.columns) == list(stag["payoffs"].columns)
+    assert list(pay.columns) == list(stag.payoffs.columns)
     assert pay["profile"].tolist() == ["0x0", "0x1", "1x0", "1x1"]
     np.testing.assert_allclose(pay["payoff_a"], [0, 0, -0.4, 0.6], atol=1e-12)
     np.testing.assert_allclose(pay["payoff_b"], [0, -0.4, 0, 0.6], atol=1e-12)
     assert pay["pure_equilibrium"].tolist() == [True, False, False, True]
     sens = pd.read_csv(paths["sensitivity.csv"])
     assert list(sens.columns) == SENSITIVITY_COLUMNS and sens["weight"].tolist() == [0, 1, 2]
-    np.testing.assert_allclose(sens["level_mean"], stag["sensitivity"]["level_mean"], rtol=1e-5)
+    np.testing.assert_allclose(sens["level_mean"], stag.sensitivity["level_mean"], rtol=1e-5)
 
     rec = json.loads(paths["equilibria.json"].read_text())  # strict JSON: NaN became null
     assert rec["price_of_anarchy"] is None and rec["welfare_gap"] == pytest.approx(1.2)

@@ -24,9 +24,9 @@ def solve_game(*, drift: Sequence[str], pairing: str, lambdas: Sequence[float], 
     result = solve_pairing(collect_drift(drift), pairing, lambdas, w_outcome=w_outcome, w_alignment=w_alignment,
                            w_cost=w_cost, sensitivity_weights=sensitivity, seed=seed)
     write_game(result, out_dir)
-    pure = [e["profile"] for e in result["equilibria"] if e["pure"]]
-    log.info("%s: %d equilibria (pure: %s), social optimum %s, price of anarchy %s", pairing, result["n_equilibria"],
-             ", ".join(pure) or "none", result["social_optimum"]["profile"], result["price_of_anarchy"])
+    pure = [e["profile"] for e in result.equilibria if e["pure"]]
+    log.info("%s: %d equilibria (pure: %s), social optimum %s, price of anarchy %s", pairing, result.n_equilibria,
+             ", ".join(pure) or "none", result.social_optimum["profile"], result.price_of_anarchy)
 
 
 def summarize(*, games: Sequence[str], out: str | Path) -> None:

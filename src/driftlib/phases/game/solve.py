@@ -25,6 +25,7 @@ import itertools
 import math
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from driftlib.stats import equilibria as eqlib
 
 __all__ = [
     "FORMULA",
+    "GameResult",
     "PAYOFF_COLUMNS_NEEDED",
     "SENSITIVITY_COLUMNS",
     "SUMMARY_COLUMNS",
@@ -433,6 +435,54 @@ def _eq_record(eq: eqlib.Equilibrium, players: Sequence[str], grid: Sequence[flo
     }
 
 
+@dataclass(frozen=True)
+class GameResult:
+    """The posture game of one pairing, solved (:func:`solve_pairing`).
+
+    Args:
+        pairing: the pairing's name; ``players``: its ``P`` agents in turn order.
+        lambdas: the ``S`` postures; ``profiles``: the ``S**P`` profile names.
+        weights: ``{w_outcome, w_alignment, w_cost}``; ``formula``: the payoff, with the weights.
+        solver: the solver settings, and ``complete``: whether every equilibrium is listed.
+        equilibria: one record per equilibrium: ``pure``, ``method``, ``profile`` (name, or None
+            when mixed), ``strategies`` ({agent: {lambda as ``"%g"``: probability}}), ``payoffs``
+            ({agent: expected payoff}), ``total``, ``expected_lambda`` ({agent: expected lambda}),
+            ``level``.
+        n_equilibria, n_pure: counts; level: ``{mean, min, max}`` of the equilibria's alignment level.
+        social_optimum: ``{profile, total, payoffs: {agent: payoff}}``.
+        price_of_anarchy, welfare_gap: floats (NaN when undefined); notes: why, and other remarks.
+        payoffs: one row per profile: ``profile``, ``lam_<agent>``, ``outcome`` (+ ``_lo``, ``_hi``),
+            ``alignment_<agent>`` (+ ``_lo``, ``_hi``; 0-1 scale), ``cost_<agent>``,
+            ``payoff_<agent>``, ``total``, ``pure_equilibrium``, ``social_optimum``.
+        sensitivity: :data:`SENSITIVITY_COLUMNS`, one row per swept alignment weight.
+    """
+
+    pairing: str
+    players: list[str]
+    lambdas: list[float]
+    profiles: list[str]
+    weights: dict[str, float]
+    formula: str
+    solver: dict[str, Any]
+    equilibria: list[dict[str, Any]]
+    n_equilibria: int
+    n_pure: int
+    level: dict[str, float]
+    social_optimum: dict[str, Any]
+    price_of_anarchy: float
+    welfare_gap: float
+    notes: list[str]
+    payoffs: pd.DataFrame
+    sensitivity: pd.DataFrame
+
+    def record(self) -> dict[str, Any]:
+        """The JSON form (``equilibria.json``): every field but the frames, and the sensitivity
+        frame as a list of records."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("payoffs", "sensitivity")}
+        out["sensitivity"] = self.sensitivity.to_dict(orient="records")
+        return out
+
+
 def solve_pairing(
     drift: pd.DataFrame,
     pairing: str,
@@ -447,7 +497,7 @@ def solve_pairing(
     max_iter: int = 20000,
     tol: float = 1e-9,
     eps: float = 1e-6,
-) -> dict[str, Any]:
+) -> GameResult:
     """The posture game of one pairing: payoffs, equilibria, welfare and a weight sweep.
 
     Payoffs (``[S..S, P]``, :func:`driftlib.stats.equilibria.payoff_table`) follow :data:`FORMULA`
@@ -463,21 +513,7 @@ def solve_pairing(
 
     Returns
     -------
-    dict, JSON-able except the two frames:
-
-    - ``pairing``, ``players`` (``P`` names), ``lambdas`` (``S``), ``profiles`` (``S**P`` names);
-    - ``weights`` ({w_outcome, w_alignment, w_cost}), ``formula`` (str, with the weights);
-    - ``solver`` (the solver settings, and ``complete``: whether every equilibrium is listed);
-    - ``equilibria``: list of {``pure``, ``method``, ``profile`` (name, or None when mixed),
-      ``strategies`` ({agent: {lambda as ``"%g"``: probability}}), ``payoffs`` ({agent: expected
-      payoff}), ``total``, ``expected_lambda`` ({agent: expected lambda}), ``level``};
-    - ``n_equilibria``, ``n_pure``, ``level`` ({mean, min, max} over the equilibria);
-    - ``social_optimum`` ({profile, total, payoffs: {agent: payoff}});
-    - ``price_of_anarchy`` (float or NaN), ``welfare_gap`` (float or NaN), ``notes`` (list of str);
-    - ``payoffs``: DataFrame, one row per profile: ``profile``, ``lam_<agent>``, ``outcome``,
-      ``outcome_lo``, ``outcome_hi``, ``alignment_<agent>`` (+ ``_lo``, ``_hi``; 0-1 scale),
-      ``cost_<agent>``, ``payoff_<agent>``, ``total``, ``pure_equilibrium``, ``social_optimum``;
-    - ``sensitivity``: DataFrame with :data:`SENSITIVITY_COLUMNS`, one row per swept weight.
+    GameResult
 
     Raises
     ------
@@ -546,61 +582,57 @@ def solve_pairing(
 
     formula = (f"payoff_p(s) = {weights['w_outcome']:g} * outcome(s) + {weights['w_alignment']:g} * AQI_p(s) / 100 "
                f"- {weights['w_cost']:g} * KL_p(s)")
-    return {
-        "pairing": name,
-        "players": players,
-        "lambdas": grid,
-        "profiles": names,
-        "weights": weights,
-        "formula": formula,
-        "solver": {**solve_kwargs, "complete": n_players == 2},
-        "equilibria": [_eq_record(e, players, grid, names, shape) for e in eqs],
-        "n_equilibria": len(eqs),
-        "n_pure": sum(e.pure for e in eqs),
-        "level": _levels(eqs, grid),
-        "social_optimum": {
+    return GameResult(
+        pairing=name,
+        players=players,
+        lambdas=grid,
+        profiles=names,
+        weights=weights,
+        formula=formula,
+        solver={**solve_kwargs, "complete": n_players == 2},
+        equilibria=[_eq_record(e, players, grid, names, shape) for e in eqs],
+        n_equilibria=len(eqs),
+        n_pure=sum(e.pure for e in eqs),
+        level=_levels(eqs, grid),
+        social_optimum={
             "profile": names[int(np.ravel_multi_index(optimum, shape))],
             "total": float(best),
             "payoffs": {a: float(v) for a, v in zip(players, payoffs[tuple(optimum)])},
         },
-        "price_of_anarchy": float(poa),
-        "welfare_gap": float(gap),
-        "notes": notes,
-        "payoffs": _payoff_frame(inputs, payoffs, eqs, optimum),
-        "sensitivity": sensitivity,
-    }
+        price_of_anarchy=float(poa),
+        welfare_gap=float(gap),
+        notes=notes,
+        payoffs=_payoff_frame(inputs, payoffs, eqs, optimum),
+        sensitivity=sensitivity,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # files
 
 
-def write_game(result: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_game(result: GameResult, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write :func:`solve_pairing`'s result into ``out_dir`` (created if needed), atomically.
 
     Files (:data:`GAME_FILES`): ``payoffs.csv`` (the ``payoffs`` frame), ``sensitivity.csv``
-    (the ``sensitivity`` frame), ``equilibria.json`` (every other key, strict JSON with NaN as
-    null, plus ``sensitivity`` as a list of records), ``payoff_matrix.png`` and
-    ``equilibrium_sensitivity.png``. Returns {file name: path}.
+    (the ``sensitivity`` frame), ``equilibria.json`` (:meth:`GameResult.record`, strict JSON with
+    NaN as null), ``payoff_matrix.png`` and ``equilibrium_sensitivity.png``. Returns {file name: path}.
     """
     from driftlib.phases.game import plots
 
-    for key in ("payoffs", "sensitivity", "players", "weights"):
-        if key not in result:
-            raise DataError(f"write_game: the result has no {key!r}; pass solve_pairing's return value")
+    if not isinstance(result, GameResult):
+        raise DataError(f"write_game: pass solve_pairing's GameResult, not a {type(result).__name__}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in GAME_FILES}
-    write_table(result["payoffs"], paths["payoffs.csv"])
-    write_table(result["sensitivity"], paths["sensitivity.csv"])
-    record = {k: v for k, v in result.items() if not isinstance(v, pd.DataFrame)}
-    record["sensitivity"] = result["sensitivity"].to_dict(orient="records")
-    write_json(record, paths["equilibria.json"])
-    plots.payoff_matrix(result["payoffs"], paths["payoff_matrix.png"], players=result["players"],
-                        title=f"{result.get('pairing', '+'.join(result['players']))}: {result.get('formula', FORMULA)}")
-    plots.equilibrium_sensitivity(result["sensitivity"], paths["equilibrium_sensitivity.png"],
-                                  configured=result["weights"].get("w_alignment"),
-                                  lambdas=result.get("lambdas"), title=result.get("pairing"))
+    write_table(result.payoffs, paths["payoffs.csv"])
+    write_table(result.sensitivity, paths["sensitivity.csv"])
+    write_json(result.record(), paths["equilibria.json"])
+    plots.payoff_matrix(result.payoffs, paths["payoff_matrix.png"], players=result.players,
+                        title=f"{result.pairing}: {result.formula}")
+    plots.equilibrium_sensitivity(result.sensitivity, paths["equilibrium_sensitivity.png"],
+                                  configured=result.weights.get("w_alignment"), lambdas=result.lambdas,
+                                  title=result.pairing)
     return paths
 
 
