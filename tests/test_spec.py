@@ -96,7 +96,7 @@ def test_preserve_norm_reaches_the_capability_cost(steerable: dict[str, Path], t
     from driftlib.steer.vectors import load_steering_vectors
 
     model, tokenizer = load_model(str(steerable["model"]), dtype="float32", device="cpu")
-    vectors, _ = load_steering_vectors(steerable["vectors"])
+    vectors = load_steering_vectors(steerable["vectors"]).vectors
     spec = SteeringSpec(layers=(0.5,), preserve_norm=True).bind(vectors, model.config.num_hidden_layers)
     texts, _ = neutral_texts("bundled", 4, 2)
     want = next_token_kl(model, tokenizer, texts, spec, [3.0], progress=False)[0]

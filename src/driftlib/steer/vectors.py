@@ -33,6 +33,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -381,15 +382,33 @@ def load_vectors(
     return out, metadata
 
 
+@dataclass(frozen=True)
+class VectorSet:
+    """One kind of steering vector of a model, one vector per layer, as later phases steer with it.
+
+    Args:
+        kind: the vector kind (``mean_diff_both``, ``pca``, ``contrastive``, …).
+        vectors: ``{layer: v [d] float32}``.
+        metadata: the file's metadata, decoded (model, pairs, fingerprint, …).
+        path: the file it was read from.
+    """
+
+    kind: str
+    vectors: dict[int, np.ndarray]
+    metadata: dict[str, Any]
+    path: str
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.vectors)
+
+
 def load_steering_vectors(
     path: str | os.PathLike, kind: str | None = None, *, producer: str | None = "compute_vectors"
-) -> tuple[dict[int, np.ndarray], str]:
-    """The vectors later phases steer with: ``kind``, or the file's ``steering_kind`` when None.
-
-    Returns ``({layer: v [d]}, kind)``.
-    """
+) -> VectorSet:
+    """The vectors later phases steer with: ``kind``, or the file's ``steering_kind`` when None."""
     if kind is None:
         _, raw = load_tensors(path, producer=producer)
         kind = decode_metadata_value(raw.get("steering_kind", "mean_diff_both"))
-    vectors, _ = load_vectors(path, kind, producer=producer)
-    return vectors, kind
+    vectors, metadata = load_vectors(path, kind, producer=producer)
+    return VectorSet(kind=kind, vectors=vectors, metadata=metadata, path=str(path))

@@ -119,7 +119,8 @@ def score_agent(
                                    method=method, n_components=n_components, seed=seed, n_boot=n_boot,
                                    confidence=confidence)
     result["drift"] = test
-    own, kind = load_steering_vectors(vectors)
+    own_set = load_steering_vectors(vectors)
+    own, kind = own_set.vectors, own_set.kind
     if layer not in own:
         raise ArtifactError(f"{vectors}: no vector at the measurement layer {layer}. Re-run compute_vectors.")
     result["vector_kind"] = kind

@@ -75,8 +75,8 @@ def load_agent(spec: dict[str, Any], steering: SteeringSpec, *, dtype: str, devi
     if lam != 0.0:
         if not spec.get("vectors"):
             raise ConfigError(f"agent {spec['name']}: lambda {lam} needs its vectors")
-        own, kind = load_steering_vectors(spec["vectors"])
-        posture = steering.bind(own, num_layers(model), what=f"{spec['vectors']}: {kind}").with_lam(lam)
+        own = load_steering_vectors(spec["vectors"])
+        posture = steering.bind(own.vectors, num_layers(model), what=f"{spec['vectors']}: {own.kind}").with_lam(lam)
     return Agent(spec["name"], model, tokenizer, posture)
 
 

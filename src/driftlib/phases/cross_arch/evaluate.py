@@ -84,8 +84,9 @@ def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vect
     by_depth = match_by_depth(target_layers, n_source, n_target)
     by_cka = match_by_cka(cka, target_layers)
     source_layers = by_cka if matching == "cka" else by_depth
-    v_source, source_kind = load_steering_vectors(source_vectors)
-    v_target, target_kind = load_steering_vectors(target_vectors)
+    source_set, target_set = load_steering_vectors(source_vectors), load_steering_vectors(target_vectors)
+    v_source, source_kind = source_set.vectors, source_set.kind
+    v_target, target_kind = target_set.vectors, target_set.kind
     options = {"procrustes": {"n_components": procrustes_components},
                "relative": {"n_anchors": relative_anchors, "anchor_seed": seed}}
     maps, mapped, rows = {}, {}, []

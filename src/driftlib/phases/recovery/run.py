@@ -69,9 +69,9 @@ def recovery_sweep(*, source: ModelSource, name: str, adapter: str | Path, steps
 
     model, tokenizer = load_dealigned(source.path, adapter, dtype=source.dtype, device=source.device,
                                       revision=source.revision, trust_remote_code=source.trust_remote_code)
-    own, kind = load_steering_vectors(vectors)
-    named = {"same_arch": steering.bind(own, num_layers(model), what=f"{vectors}: {kind}")}
-    sources = {"same_arch": f"{name} ({kind})"}
+    own = load_steering_vectors(vectors)
+    named = {"same_arch": steering.bind(own.vectors, num_layers(model), what=f"{vectors}: {own.kind}")}
+    sources = {"same_arch": f"{name} ({own.kind})"}
     cross = _cross_arch_spec(steering, name, aqi_tables, fits, efficiencies, mapped)
     if cross is not None:
         named["cross_arch"], sources["cross_arch"] = cross

@@ -30,10 +30,10 @@ def own_and_random(source: ModelSource, vectors: str | Path, kind: str | None, s
     from driftlib.steer.sweep import random_like
     from driftlib.steer.vectors import load_steering_vectors
 
-    found, kind = load_steering_vectors(vectors, kind)
+    found = load_steering_vectors(vectors, kind)
     model, tokenizer = source.load()
-    own = steering.bind(found, num_layers(model), what=f"{vectors}: {kind}")
-    return model, tokenizer, {"own": own, "random": own.with_vectors(random_like(own.vectors, seed))}, kind
+    own = steering.bind(found.vectors, num_layers(model), what=f"{vectors}: {found.kind}")
+    return model, tokenizer, {"own": own, "random": own.with_vectors(random_like(own.vectors, seed))}, found.kind
 
 
 def sweep(*, source: ModelSource, name: str, vectors: str | Path, kind: str | None, steering: SteeringSpec,
