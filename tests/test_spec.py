@@ -45,7 +45,7 @@ def test_options_survive_every_derivation() -> None:
 def test_from_config_and_bad_values() -> None:
     spec = SteeringSpec.from_config({"layers": [0.5], "operator": "add", "preserve_norm": True})
     assert (spec.layers, spec.operator, spec.preserve_norm, spec.lam) == ((0.5,), "add", True, 1.0)
-    with pytest.raises(ConfigError, match="not a steering operator; use one of add"):
+    with pytest.raises(ConfigError, match="not a steering operator; use one of ablate, ablate_add, add, conditional"):
         SteeringSpec(operator="multiply")
     with pytest.raises(ConfigError, match="finite"):
         SteeringSpec(lam=float("nan"))

@@ -105,7 +105,7 @@ def next_token_kl(
     spec = as_spec(steering)
     vecs = check_vectors(spec.vectors, n_blocks, hidden_size(model))
     spec = spec.with_vectors(vecs)
-    first = min(vecs)
+    first = spec.first_block
     name = display_name(model, model_name)
     if not texts:
         raise ConfigError("texts: next_token_kl needs at least one neutral text")

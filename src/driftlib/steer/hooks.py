@@ -48,6 +48,7 @@ import torch
 from driftlib.core.errors import ConfigError, ModelError
 from driftlib.model.forward import block_hidden_states
 from driftlib.model.layers import find_decoder_layers, hidden_size
+from driftlib.model.pooling import last_token_index
 from driftlib.steer.operators import operator_named
 from driftlib.steer.spec import SteeringSpec, as_spec
 
@@ -116,6 +117,72 @@ def _replace_hidden(output: object, hidden: torch.Tensor) -> object:
     )
 
 
+class _Gate:
+    """Which sequences a gated operator steers: decided once per prompt, on the prompt pass.
+
+    The condition block's output at the prompt's last real token is projected on the condition's
+    direction; the sequence is steered when the score passes the threshold. The decision is taken
+    on the first forward pass of a batch (no cache) and kept for every later pass of the same
+    sequences: with the KV cache (later passes have cached tokens) and without it (a later pass
+    re-runs the prompt plus the tokens generated so far, recognised by its unchanged prefix), so
+    cached and uncached generation steer the same sequences.
+    """
+
+    def __init__(self, spec: SteeringSpec, n_blocks: int, first_injection: int, size: int | None) -> None:
+        condition = spec.condition
+        if condition is None:
+            raise ConfigError(f"steer: the {spec.operator!r} operator needs a condition (a direction and a "
+                              "threshold fitted on calibration prompts; see driftlib.stats.condition)")
+        self.layer = int(condition.layer) % n_blocks
+        if self.layer > first_injection:
+            raise ConfigError(f"steer: the condition layer {self.layer} lies after the first injection block "
+                              f"{first_injection}; the condition must be read before anything is steered")
+        self.direction = _as_vector(self.layer, condition.direction, size)
+        self.threshold = float(condition.threshold)
+        self.cast: dict[torch.device, torch.Tensor] = {}
+        self.decide = False
+        self.prompt_ids: torch.Tensor | None = None
+        self.mask: torch.Tensor | None = None
+        self.passes: torch.Tensor | None = None
+
+    def on_pass(self, past: int, kwargs: dict[str, object]) -> None:
+        """Before each forward pass: is this a new batch of prompts, whose gate must be decided?"""
+        if past > 0:
+            self.decide = False
+            return
+        ids = kwargs.get("input_ids")
+        mask = kwargs.get("attention_mask")
+        prev = self.prompt_ids
+        same = (isinstance(ids, torch.Tensor) and prev is not None and ids.shape[0] == prev.shape[0]
+                and ids.shape[-1] >= prev.shape[-1] and bool(torch.equal(ids[:, : prev.shape[-1]], prev)))
+        self.decide = not same
+        if self.decide:
+            self.prompt_ids = ids.detach().clone() if isinstance(ids, torch.Tensor) else None
+            self.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+    def on_condition_output(self, module: torch.nn.Module, args: object, output: object) -> None:
+        if not self.decide:
+            return
+        hidden = block_hidden_states(output)  # [b, t, d]
+        if self.mask is not None and self.mask.shape[-1] == hidden.shape[-2]:
+            last = last_token_index(self.mask.to(hidden.device))
+        else:
+            last = torch.full((hidden.shape[0],), hidden.shape[-2] - 1, device=hidden.device)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float()
+        direction = self.cast.get(hidden.device)
+        if direction is None:
+            direction = self.cast[hidden.device] = self.direction.to(hidden.device)
+        self.passes = pooled @ direction > self.threshold  # [b]
+        self.decide = False
+
+    def rows(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[b, 1, 1]`` bools: the sequences of this block output that are steered."""
+        if self.passes is None or self.passes.shape[0] != hidden.shape[0]:
+            raise ModelError("steer: the condition block did not run before an injection block in this pass; "
+                             "conditional steering needs the forward pass to read the condition first")
+        return self.passes.to(hidden.device).view(-1, *([1] * (hidden.dim() - 1)))
+
+
 @contextmanager
 def steer(
     model: torch.nn.Module,
@@ -139,7 +206,9 @@ def steer(
             pre-steering norm, ``h' = f(h)·‖h‖/‖f(h)‖``, norms in float32, so steering changes
             directions only).
 
-    With the ``add`` operator a block's output becomes ``h + λ·v``. Works for plain forward passes
+    With the ``add`` operator a block's output becomes ``h + λ·v``; the other operators are in
+    :mod:`driftlib.steer.operators`. A gated operator (``conditional``) steers only the sequences
+    whose prompt passes the spec's condition (see ``_Gate``). Works for plain forward passes
     and ``generate()`` with or without the KV cache, on left-padded batches, for blocks that return
     a tensor or a tuple (element 0 replaced, the rest kept). The operator's tensors are cast once
     per (dtype, device) that a block's output has, so a bfloat16 model stays bfloat16 and a model
@@ -172,10 +241,13 @@ def steer(
             raise ConfigError(f"steer: layer {layer} is given twice (as {key})")
         prepared[layer] = operator.prepare(_as_vector(layer, value, size), spec.lam)  # float32 tensors
 
+    gate = _Gate(spec, n_blocks, min(prepared), size) if operator.gated else None
     state = {"past": 0}
 
     def on_owner_call(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
         state["past"] = _past_length(args, kwargs)
+        if gate is not None:
+            gate.on_pass(state["past"], kwargs)
 
     def make_hook(layer: int) -> Callable[..., object]:
         tensors32 = prepared[layer]
@@ -197,15 +269,19 @@ def steer(
                 positions = state["past"] + torch.arange(hidden.shape[-2], device=hidden.device)
                 selected = (positions >= start_position).view(*([1] * (hidden.dim() - 2)), -1, 1)
                 steered = torch.where(selected, steered, hidden)
+            if gate is not None:
+                steered = torch.where(gate.rows(hidden), steered, hidden)
             return _replace_hidden(output, steered)
 
         return hook
 
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
-        if start_position is not None:
+        if start_position is not None or gate is not None:
             owner = _blocks_owner(model, blocks)
             handles.append(owner.register_forward_pre_hook(on_owner_call, with_kwargs=True))
+        if gate is not None:  # registered first: it reads the block's output before any steering
+            handles.append(blocks[gate.layer].register_forward_hook(gate.on_condition_output))
         for layer in sorted(prepared):
             handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
         logger.debug("steering layers %s with %s, lam=%g (start_position=%s, preserve_norm=%s)",

@@ -39,12 +39,24 @@ class Operator:
         apply: ``(hidden [b, t, d], prepared) -> steered hidden [b, t, d]`` (a new tensor).
         additive: whether the operator is ``h + c`` for a constant ``c`` (llama.cpp control vectors
             can express only those).
+        gated: whether it acts only on the prompts its spec's condition selects (per sequence,
+            decided on the prompt; see :mod:`driftlib.steer.hooks`).
     """
 
     name: str
     prepare: Callable[[torch.Tensor, float], dict[str, torch.Tensor]]
     apply: Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
     additive: bool
+    gated: bool = False
+
+
+def _unit(vector: torch.Tensor) -> torch.Tensor:
+    norm = float(vector.norm())
+    if not norm > 0:
+        from driftlib.core.errors import ConfigError
+
+        raise ConfigError("steering: ablation needs a non-zero vector (its direction is removed)")
+    return vector / norm
 
 
 def _add_prepare(vector: torch.Tensor, lam: float) -> dict[str, torch.Tensor]:
@@ -55,9 +67,34 @@ def _add_apply(hidden: torch.Tensor, prepared: Mapping[str, torch.Tensor]) -> to
     return hidden + prepared["delta"]
 
 
+def _ablate_prepare(vector: torch.Tensor, lam: float) -> dict[str, torch.Tensor]:
+    return {"r": _unit(vector), "lam": vector.new_tensor(lam)}
+
+
+def _ablate_apply(hidden: torch.Tensor, prepared: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    r = prepared["r"]
+    return hidden - prepared["lam"] * (hidden * r).sum(dim=-1, keepdim=True) * r
+
+
+def _ablate_add_prepare(vector: torch.Tensor, lam: float) -> dict[str, torch.Tensor]:
+    return {**_ablate_prepare(vector, lam), **_add_prepare(vector, lam)}
+
+
+def _ablate_add_apply(hidden: torch.Tensor, prepared: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return _ablate_apply(hidden, prepared) + prepared["delta"]
+
+
 #: every operator by name
 OPERATORS: dict[str, Operator] = {
-    "add": Operator("add", _add_prepare, _add_apply, additive=True),  # h <- h + λ·v
+    # h <- h + λ·v
+    "add": Operator("add", _add_prepare, _add_apply, additive=True),
+    # h <- h − λ (h·r̂) r̂ with r̂ = v/‖v‖: λ = 1 removes the component along v (Arditi et al. 2024)
+    "ablate": Operator("ablate", _ablate_prepare, _ablate_apply, additive=False),
+    # ablate, then add: h <- h − λ (h·r̂) r̂ + λ·v (λ = 0 is the unsteered model, as for every operator)
+    "ablate_add": Operator("ablate_add", _ablate_add_prepare, _ablate_add_apply, additive=False),
+    # h <- h + λ·v only for prompts whose condition score passes the threshold (CAST, Lee et al.
+    # 2024); the gate is the spec's condition (driftlib.steer.spec.SteeringSpec.condition)
+    "conditional": Operator("conditional", _add_prepare, _add_apply, additive=False, gated=True),
 }
 
 

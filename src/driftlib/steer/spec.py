@@ -24,6 +24,7 @@ import numpy as np
 
 from driftlib.core.errors import ConfigError
 from driftlib.core.layerspec import resolve_layers
+from driftlib.stats.condition import Condition
 
 __all__ = ["SteeringSpec", "as_spec"]
 
@@ -43,6 +44,9 @@ class SteeringSpec:
         lam: the strength λ.
         vectors: ``{block index: v [d]}`` (numpy or torch), or None before :meth:`bind`; checked
             against the model where the spec is applied (:func:`driftlib.steer.hooks.steer`).
+        condition: for a gated operator (``conditional``), the
+            :class:`~driftlib.stats.condition.Condition` that picks the prompts to steer (read at a
+            block at or before the first injection block); None otherwise.
     """
 
     layers: tuple[int | float, ...] = (0.5,)
@@ -51,6 +55,7 @@ class SteeringSpec:
     start_position: int | None = None
     lam: float = 1.0
     vectors: Mapping[int, np.ndarray] | None = field(default=None, compare=False)
+    condition: Condition | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         from driftlib.steer.operators import operator_named
@@ -82,6 +87,26 @@ class SteeringSpec:
         """The bound injection blocks, sorted (empty before :meth:`bind`)."""
         return sorted(self.vectors) if self.vectors else []
 
+    @property
+    def gated(self) -> bool:
+        """Whether the operator acts only on the prompts the condition selects."""
+        from driftlib.steer.operators import operator_named
+
+        return operator_named(self.operator).gated
+
+    @property
+    def first_block(self) -> int:
+        """The first block the spec reads or steers: the blocks below it run unsteered, so a sweep
+        may compute them once for every lambda."""
+        blocks = list(self.blocks)
+        if self.gated and self.condition is not None:
+            blocks.append(int(self.condition.layer))
+        return min(blocks)
+
+    def with_condition(self, condition: Condition | None) -> SteeringSpec:
+        """The same spec gated by ``condition``."""
+        return replace(self, condition=condition)
+
     def with_lam(self, lam: float) -> SteeringSpec:
         """The same spec at strength ``lam``."""
         return replace(self, lam=lam)
@@ -110,8 +135,11 @@ class SteeringSpec:
 
     def metadata(self) -> dict[str, Any]:
         """The options as recorded in artifacts' metadata (vectors and λ are recorded by the caller)."""
-        return {"operator": self.operator, "preserve_norm": self.preserve_norm,
-                "inject_spec": list(self.layers), "start_position": self.start_position}
+        out = {"operator": self.operator, "preserve_norm": self.preserve_norm,
+               "inject_spec": list(self.layers), "start_position": self.start_position}
+        if self.condition is not None:
+            out.update(condition_layer=self.condition.layer, condition_threshold=self.condition.threshold)
+        return out
 
     @property
     def additive(self) -> bool:

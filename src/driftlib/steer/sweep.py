@@ -316,7 +316,8 @@ def sweep_hidden_states(
     vecs = check_vectors(spec.vectors, n_blocks, hidden)
     spec = spec.with_vectors(vecs)
     measure = resolve_layers(measure_layers, n_blocks, key="measure_layers")
-    first, last_injection = min(vecs), max(vecs)
+    # the blocks below the first one the spec reads (a condition) or steers run once per batch
+    first, last_injection = spec.first_block, max(vecs)
     too_early = [layer for layer in measure if layer <= last_injection]
     if too_early:
         raise ConfigError(

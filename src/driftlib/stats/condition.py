@@ -1,0 +1,152 @@
+"""The condition of conditional steering (CAST, Lee et al. 2024): a direction read at one layer and a
+threshold that picks the prompts to steer (numpy only).
+
+A prompt's *score* is its pooled state at the condition layer projected on the unit direction
+``c``; it passes when ``score > threshold``. :func:`fit_condition` takes ``c`` as the unsafe-minus-
+safe difference of class means on calibration prompts (disjoint from the evaluation prompts) and
+the threshold that maximises balanced accuracy on them; :func:`condition_accuracy` reports how
+well the condition picks the unsafe prompts of another set, with a Wilson interval. The gain
+that conditional steering can buy in a separation measure is bought by this accuracy
+(design.md), so it is reported beside every result the condition produced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.stats import norm
+
+from driftlib.core.errors import DataError
+
+__all__ = ["Condition", "ConditionAccuracy", "condition_accuracy", "fit_condition", "wilson"]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """Which prompts conditional steering acts on.
+
+    Args:
+        layer: the block whose output is read (0-based; at or before the first injection block).
+        direction: the unit direction ``c [d]`` (float32).
+        threshold: a prompt is steered when ``state · c > threshold``.
+        pooling: how the prompt's state is pooled: ``last`` (its last real token).
+        calibration_accuracy: balanced accuracy on the calibration prompts.
+        n_calibration: how many calibration prompts it was fitted on.
+    """
+
+    layer: int
+    direction: np.ndarray
+    threshold: float
+    pooling: str = "last"
+    calibration_accuracy: float = math.nan
+    n_calibration: int = 0
+
+    def scores(self, states: np.ndarray) -> np.ndarray:
+        """``[n]`` projections of pooled states ``[n, d]`` on the direction."""
+        return np.asarray(states, dtype=np.float64) @ np.asarray(self.direction, dtype=np.float64)
+
+    def passes(self, states: np.ndarray) -> np.ndarray:
+        """``[n]`` bools: the prompts steered."""
+        return self.scores(states) > self.threshold
+
+
+@dataclass(frozen=True)
+class ConditionAccuracy:
+    """How well a condition picks the unsafe prompts of a set.
+
+    Args:
+        accuracy: share of prompts classified right (passes = unsafe), with its Wilson interval
+            ``ci_low``, ``ci_high``.
+        balanced: the mean of the true-positive and true-negative rates.
+        tpr, tnr: unsafe prompts passed, safe prompts not passed.
+        n: prompts.
+    """
+
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    balanced: float
+    tpr: float
+    tnr: float
+    n: int
+
+    def record(self) -> dict[str, Any]:
+        return {"condition_accuracy": self.accuracy, "condition_ci_low": self.ci_low,
+                "condition_ci_high": self.ci_high, "condition_balanced": self.balanced, "condition_n": self.n}
+
+
+def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``k / n`` (closed form; ``(nan, nan)`` for ``n = 0``)."""
+    if n == 0:
+        return math.nan, math.nan
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _check(states: Any, unsafe: Any) -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(states, dtype=np.float64)
+    u = np.asarray(unsafe).astype(bool)
+    if X.ndim != 2 or u.shape != (X.shape[0],):
+        raise DataError(f"condition: states {X.shape} and labels {u.shape} do not fit ([n, d] and [n])")
+    if not np.isfinite(X).all():
+        raise DataError("condition: the calibration states hold NaN or Inf")
+    if u.sum() < 1 or (~u).sum() < 1:
+        raise DataError(f"condition: the calibration prompts need both classes ({int(u.sum())} unsafe, "
+                        f"{int((~u).sum())} safe)")
+    return X, u
+
+
+def _balanced(passes: np.ndarray, unsafe: np.ndarray) -> tuple[float, float, float]:
+    tpr = float(passes[unsafe].mean())
+    tnr = float((~passes[~unsafe]).mean())
+    return (tpr + tnr) / 2, tpr, tnr
+
+
+def fit_condition(states: Any, unsafe: Any, *, layer: int) -> Condition:
+    """The condition that picks unsafe prompts, from calibration states.
+
+    Args:
+        states: ``[n, d]`` pooled states of the calibration prompts at ``layer``.
+        unsafe: ``[n]`` bools (True: unsafe).
+        layer: the block the states were read at.
+
+    Returns:
+        A :class:`Condition`: ``c`` the unit difference of class means (unsafe minus safe); the
+        threshold the midpoint between consecutive sorted scores with the highest balanced
+        accuracy (ties: the one nearest the midpoint of the class-mean scores).
+    """
+    X, u = _check(states, unsafe)
+    diff = X[u].mean(axis=0) - X[~u].mean(axis=0)
+    length = float(np.linalg.norm(diff))
+    if not length > 0:
+        raise DataError("condition: the calibration classes have the same mean state; no direction to read")
+    c = diff / length
+    s = X @ c
+    values = np.unique(s)
+    cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2])
+    passes = s[None, :] > cuts[:, None]  # [cuts, n]
+    tpr = passes[:, u].mean(axis=1)
+    tnr = (~passes[:, ~u]).mean(axis=1)
+    bal = (tpr + tnr) / 2
+    best = np.flatnonzero(bal == bal.max())
+    middle = (s[u].mean() + s[~u].mean()) / 2
+    pick = best[np.argmin(np.abs(cuts[best] - middle))]
+    return Condition(layer=int(layer), direction=c.astype(np.float32), threshold=float(cuts[pick]),
+                     calibration_accuracy=float(bal[pick]), n_calibration=int(len(u)))
+
+
+def condition_accuracy(condition: Condition, states: Any, unsafe: Any, *, confidence: float = 0.95) -> ConditionAccuracy:
+    """How well ``condition`` picks the unsafe prompts among ``states [n, d]`` (labels ``unsafe [n]``)."""
+    X, u = _check(states, unsafe)
+    passes = condition.passes(X)
+    right = int((passes == u).sum())
+    lo, hi = wilson(right, len(u), confidence)
+    bal, tpr, tnr = _balanced(passes, u)
+    return ConditionAccuracy(accuracy=right / len(u), ci_low=lo, ci_high=hi, balanced=bal, tpr=tpr, tnr=tnr,
+                             n=int(len(u)))
