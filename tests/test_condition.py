@@ -3,8 +3,6 @@ condition buys in the between-class share (closed form), and the sweep under the
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -14,11 +12,11 @@ from random_models import SAMPLE_TEXTS, bpe_tokenizer
 from driftlib.core.errors import DataError
 from driftlib.model.forward import extract_hidden_states
 from driftlib.stats.aqi import variance_share
+from driftlib.stats.behaviour import wilson_interval
 from driftlib.stats.condition import (
     Condition,
     condition_accuracy,
     fit_condition,
-    wilson,
 )
 from driftlib.steer.hooks import steer
 from driftlib.steer.spec import SteeringSpec
@@ -42,18 +40,7 @@ def test_fit_finds_the_class_direction_and_the_best_balanced_threshold() -> None
     assert (cond.layer, cond.n_calibration) == (3, 8)
     acc = condition_accuracy(cond, X, y_unsafe)
     assert acc.accuracy == pytest.approx(7 / 8) and acc.tpr == pytest.approx(3 / 4) and acc.tnr == 1.0
-    assert (acc.ci_low, acc.ci_high) == pytest.approx(wilson(7, 8))
-
-
-def test_wilson_interval_by_hand() -> None:
-    # k = 8, n = 10, z = 1.959964: centre (0.8 + z^2/20) / (1 + z^2/10), half-width
-    # z sqrt(0.016 + z^2/400) / (1 + z^2/10)
-    z = 1.959963984540054
-    centre = (0.8 + z * z / 20) / (1 + z * z / 10)
-    half = z * math.sqrt(0.8 * 0.2 / 10 + z * z / 400) / (1 + z * z / 10)
-    assert wilson(8, 10) == pytest.approx((centre - half, centre + half))
-    assert wilson(0, 20)[0] == 0.0 and wilson(0, 20)[1] == pytest.approx(z * z / 20 / (1 + z * z / 20))
-    assert all(math.isnan(x) for x in wilson(0, 0))
+    assert (acc.ci_low, acc.ci_high) == pytest.approx(wilson_interval(7, 8))
 
 
 def test_fit_refuses_one_class_and_equal_means() -> None:

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
 
 from driftlib.core.errors import DataError
+from driftlib.stats.behaviour import wilson_interval
 
-__all__ = ["Condition", "ConditionAccuracy", "condition_accuracy", "fit_condition", "wilson"]
+__all__ = ["Condition", "ConditionAccuracy", "condition_accuracy", "fit_condition", "load_condition", "save_condition"]
 
 
 @dataclass(frozen=True)
@@ -76,17 +76,6 @@ class ConditionAccuracy:
     def record(self) -> dict[str, Any]:
         return {"condition_accuracy": self.accuracy, "condition_ci_low": self.ci_low,
                 "condition_ci_high": self.ci_high, "condition_balanced": self.balanced, "condition_n": self.n}
-
-
-def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``k / n`` (closed form; ``(nan, nan)`` for ``n = 0``)."""
-    if n == 0:
-        return math.nan, math.nan
-    z = float(norm.ppf(0.5 + confidence / 2))
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _check(states: Any, unsafe: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -146,7 +135,33 @@ def condition_accuracy(condition: Condition, states: Any, unsafe: Any, *, confid
     X, u = _check(states, unsafe)
     passes = condition.passes(X)
     right = int((passes == u).sum())
-    lo, hi = wilson(right, len(u), confidence)
+    lo, hi = wilson_interval(right, len(u), confidence)
     bal, tpr, tnr = _balanced(passes, u)
     return ConditionAccuracy(accuracy=right / len(u), ci_low=lo, ci_high=hi, balanced=bal, tpr=tpr, tnr=tnr,
                              n=int(len(u)))
+
+
+def save_condition(path: Any, condition: Condition, metadata: dict[str, Any] | None = None) -> None:
+    """Write a condition (its direction as a tensor, the rest as metadata), atomically."""
+    from driftlib.core.artifacts import save_tensors
+
+    save_tensors(path, {"direction": np.asarray(condition.direction, dtype=np.float32)}, metadata={
+        **(metadata or {}), "layer": condition.layer, "threshold": condition.threshold,
+        "pooling": condition.pooling, "calibration_accuracy": condition.calibration_accuracy,
+        "n_calibration": condition.n_calibration})
+
+
+def load_condition(path: Any, *, producer: str | None = "fit_condition") -> tuple[Condition, dict[str, Any]]:
+    """``(condition, metadata)`` from a file written by :func:`save_condition`."""
+    from driftlib.core.artifacts import decode_metadata_value, load_tensors
+    from driftlib.core.errors import ArtifactError
+
+    arrays, raw = load_tensors(path, producer=producer)
+    meta = {k: decode_metadata_value(v) for k, v in raw.items()}
+    if "direction" not in arrays or "layer" not in meta or "threshold" not in meta:
+        raise ArtifactError(f"{path}: not a condition file (no direction, layer or threshold). Re-run {producer}.")
+    cond = Condition(layer=int(meta["layer"]), direction=np.asarray(arrays["direction"], dtype=np.float32),
+                     threshold=float(meta["threshold"]), pooling=str(meta.get("pooling", "last")),
+                     calibration_accuracy=float(meta.get("calibration_accuracy", math.nan)),
+                     n_calibration=int(meta.get("n_calibration", 0)))
+    return cond, meta
