@@ -330,13 +330,104 @@ def test_nan_input_names_rows_and_bad_labels_rejected():
 
 
 def test_coinciding_centroids_and_perfect_separation():
+    # the raw statistics keep their limits ...
     X = np.array([[1.0, 0], [-1, 0], [1, 0], [-1, 0]])
-    r = A.alignment_quality(X, [1, 1, 0, 0], method="none", n_boot=20, n_perm=10)
-    assert r.defined and r.xb == np.inf and r.chi == 0.0 and r.eta2 == 0.0
-    assert r.aqi == pytest.approx(A.aqi_from_xb(np.inf, 0.5, 4)) and r.aqi < 0
+    chi, xb = A.chi_xb(X, [1, 1, 0, 0])
+    assert xb == np.inf and chi == 0.0 and A.variance_share(X, [1, 1, 0, 0]) == 0.0
     Xp = np.array([[1.0, 0], [1, 0], [-1, 0], [-1, 0]])
-    rp = A.alignment_quality(Xp, [1, 1, 0, 0], method="none", **FAST)
-    assert rp.xb == 0 and rp.chi == np.inf and rp.aqi == pytest.approx(100.0)
+    chi, xb = A.chi_xb(Xp, [1, 1, 0, 0])
+    assert xb == 0 and chi == np.inf
+    # ... but neither is an AQI: both are undefined, with the reason
+    for method in ("none", "standardize"):
+        r = A.alignment_quality(X, [1, 1, 0, 0], method=method, n_boot=20, n_perm=10)
+        assert not r.defined and r.note.startswith("undefined: the class centroids coincide"), r
+        assert all(np.isnan(getattr(r, f)) for f in ("chi", "xb", "eta2", "aqi", "ci_low", "ci_high", "se",
+                                                    "null_mean", "null_q95", "p_value"))
+        rp = A.alignment_quality(Xp, [1, 1, 0, 0], method=method, n_boot=20, n_perm=10)
+        assert not rp.defined and rp.note.startswith("undefined: no within-class spread") and np.isnan(rp.aqi)
+
+
+def test_degenerate_features_are_undefined_with_the_reason():
+    rng = np.random.default_rng(21)
+    y = np.r_[np.ones(20, int), np.zeros(20, int)]
+    row = rng.standard_normal(16).astype(np.float32)
+    cases = {
+        # every prompt identical (one text repeated): before, AQI -2.63 with an interval [-5.26, -5.26]
+        "no non-constant feature": np.tile(row, (40, 1)),
+        # every feature constant, at a value whose mean has rounding error in float64
+        "no non-constant feature ": np.full((40, 8), 0.1),
+        # one text per class, repeated: before, AQI 100 with a zero-width interval
+        "no within-class spread": np.r_[np.tile(row, (20, 1)), np.tile(row[::-1], (20, 1))],
+        # the unsafe rows are the safe rows in another order: the centroids agree to rounding
+        "the class centroids coincide": (lambda S: np.r_[S, S[::-1]])(rng.standard_normal((20, 6))),
+    }
+    for reason, X in cases.items():
+        for method, k in (("standardize", 32), ("standardize", None), ("none", 32)):
+            r = A.alignment_quality(X, y, method=method, n_components=k, n_boot=50, n_perm=20)
+            assert not r.defined and r.note.startswith(f"undefined: {reason.strip()}"), (reason, method, r)
+            assert np.isnan(r.aqi) and np.isnan(r.ci_low) and np.isnan(r.p_value)
+    # in a table, the degenerate category is undefined and the others keep their values
+    Xg, yg, _ = blobs(rng, 20, 20, 6, 3.0)
+    X = np.r_[Xg, np.tile(rng.standard_normal(6), (40, 1))]
+    cats = np.r_[["good"] * 40, ["same"] * 40]
+    table = A.score_categories(X, np.r_[yg, y], cats, n_boot=50, n_perm=20).set_index("category")
+    assert not table.loc["same", "defined"] and "no non-constant feature" in table.loc["same", "note"]
+    assert table.loc["good", "defined"] and table.loc["overall", "defined"]
+    assert table.loc["good", "aqi"] == A.alignment_quality(Xg, yg, n_boot=50, n_perm=20).aqi
+
+
+def test_one_huge_value_is_refused_naming_row_and_feature():
+    rng = np.random.default_rng(22)
+    X, y, _ = blobs(rng, 20, 20, 16, 4.0)
+    X = X.astype(np.float32)
+    clean = A.alignment_quality(X, y, n_boot=50, n_perm=20)
+    assert clean.defined and clean.aqi > 10
+    for dtype in (np.float32, np.float64):
+        bad = X.astype(dtype)
+        bad[25, 5] = 1e20  # before: AQI ~0 (float32) with no note, or "no non-constant feature" (float64)
+        with pytest.raises(NumericsError, match=r"X row 25, feature 5: the value 1e\+20 .*dominates"):
+            A.alignment_quality(bad, y, n_boot=50, n_perm=20)
+    # the row named is the row of X, also inside a category table
+    cats = np.r_[["a"] * 40, ["b"] * 40]
+    Xt = np.r_[X, X].astype(np.float64)
+    Xt[65, 2] = -1e12
+    with pytest.raises(NumericsError, match=r"X row 65, feature 2"):
+        A.score_categories(Xt, np.r_[y, y], cats, n_boot=50, n_perm=20)
+    # one huge value in a feature that is otherwise all zeros (an indicator of that row) would make
+    # standardisation drop every other feature: refused too
+    dead = X.astype(np.float64)
+    dead[:, 3] = 0.0
+    dead[7, 3] = 1e20
+    with pytest.raises(NumericsError, match=r"X row 7, feature 3: .*would drop as constant"):
+        A.alignment_quality(dead, y, **FAST)
+    # a value beyond float64's square range: the overflow is named, not "no non-constant feature"
+    over = X.astype(np.float64)
+    over[:, 9] *= 1e160
+    with pytest.raises(NumericsError, match=r"X feature 9: standardisation overflows float64"):
+        A.alignment_quality(over, y, **FAST)
+
+
+def test_dominance_bound_spares_ordinary_outliers_and_indicators():
+    rng = np.random.default_rng(23)
+    X, y, _ = blobs(rng, 30, 30, 8, 2.0)
+    # a real outlier (1000 sd) and a one-row indicator feature are data, not damage
+    X[4, 1] = 1e3
+    ind = np.zeros((60, 1))
+    ind[11] = 1.0
+    Xi = np.c_[X, ind]
+    r = A.alignment_quality(Xi, y, n_components=None, **FAST)
+    Zs = (Xi - Xi.mean(0)) / Xi.std(0)
+    assert r.defined and r.aqi == pytest.approx(ref_aqi(Zs, y), rel=1e-9)
+    # just past the bound is refused, just below is not
+    for factor, refused in ((0.5, False), (2.0, True)):
+        Xb = X.copy()
+        rest = np.delete(Xb[:, 6], 9)
+        Xb[9, 6] = rest.mean() + factor * A.DOMINANCE_BOUND * rest.std()
+        if refused:
+            with pytest.raises(NumericsError, match="row 9, feature 6"):
+                A.alignment_quality(Xb, y, **FAST)
+        else:
+            assert A.alignment_quality(Xb, y, **FAST).defined
 
 
 def test_bool_and_int_labels_agree():

@@ -64,3 +64,19 @@ def test_bad_agent_lists_are_one_line_errors(tmp_path, capsys, agents, words):
                  "--out", str(tmp_path / "o.parquet")])
     err = capsys.readouterr().err
     assert code == 2 and words in err and "Traceback" not in err
+
+
+def test_check_config_refuses_duplicates_non_utf8_and_nan_in_one_line(repo_root, capsys, tmp_path):
+    text = (repo_root / "config/config.yaml").read_text()
+    cases = {
+        "dup.yaml": (text + "\nseed: 3\n").encode(), "latin1.yaml": text.replace("# one seed", "# caf\u00e9").encode("latin-1"),
+        "nan.yaml": text.replace("lambdas: [0, 0.25, 0.5, 0.75, 1]", "lambdas: [0, .nan]").encode(),
+    }
+    words = {"dup.yaml": "duplicate key seed at line", "latin1.yaml": "not valid UTF-8 (byte 0xe9 at line",
+             "nan.yaml": "steering.lambdas[1]: nan is not a finite number"}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert main(["check-config", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("driftlib: error: ") and words[name] in err and "Traceback" not in err, err
+        assert err.count("\n") == 1

@@ -85,3 +85,83 @@ def test_real_small_config_runs_two_real_models_without_a_base(repo_root):
     assert {m["aligned"] for m in config["models"].values()} == {"real:smollm2-135m-instruct", "real:gemma3-270m"}
     assert all(m["base"] is None for m in config["models"].values())
     assert config["dealign"]["models"] == ["smollm2"] and config["collaboration"]["pairings"] == [["smollm2", "gemma3"]]
+
+
+# ---------------------------------------------------------------- checked at load, not in the job that uses it
+
+
+@pytest.mark.parametrize("old, new, pattern", [
+    ("lambdas: [0, 0.25, 0.5, 0.75, 1]", "lambdas: [0, .nan, 1]", r"steering\.lambdas\[1\]: nan is not a finite number"),
+    ("lambdas: [0, 0.25, 0.5, 0.75, 1]", "lambdas: [0, 0.5, .inf]", r"steering\.lambdas\[2\]: inf is not a finite"),
+    ("  lambda: 0 ", "  lambda: -.inf ", r"collaboration\.lambda: -inf is not a finite number"),
+    ("layers: [0.5, 1.0]", "layers: [0.0, 1.0]", r"aqi\.layers\[0\]: 0\.0 is a float, so it is read as a relative depth"),
+    ("layers: [0.5, 1.0]", "layers: [.nan, 1.0]", r"aqi\.layers\[0\]: nan is not a finite number"),
+    ("layers: [0.5]  ", "layers: [2.0]  ", r"steering\.layers\[0\]: 2\.0 is a float"),
+])
+def test_non_finite_numbers_and_float_layers_are_refused_at_load(repo_root, tmp_path, old, new, pattern):
+    text = (repo_root / "config/config.yaml").read_text()
+    assert old in text
+    path = tmp_path / "c.yaml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(path)
+
+
+def test_nan_game_weight_is_refused(default):
+    config = copy.deepcopy(default)
+    config["game"]["weights"]["alignment"] = float("nan")
+    with pytest.raises(ConfigError, match=r"game\.weights\.alignment: nan is not a finite number"):
+        load_and_check(config)
+
+
+def test_duplicate_keys_are_refused_with_both_lines(repo_root, tmp_path):
+    text = (repo_root / "config/config.yaml").read_text()
+    lines = text.splitlines()
+    # a second `seed:` at the top level (YAML would keep the second one)
+    seed = next(i for i, line in enumerate(lines) if line.startswith("seed:"))
+    path = tmp_path / "seed.yaml"
+    path.write_text(text + "\nseed: 7\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    last = len((text + "\nseed: 7\n").splitlines())
+    assert str(info.value) == (f"{path}: duplicate key seed at line {seed + 1} and line {last}; YAML would keep "
+                               "only the second and silently drop the first: remove or rename one of them")
+    # a second `llama:` model entry (YAML would replace the first model)
+    llama = next(i for i, line in enumerate(lines) if line == "  llama:")
+    extra = text.replace("  mistral:\n", "  llama:\n    aligned: tiny:qwen2-aligned\n  mistral:\n", 1)
+    path.write_text(extra)
+    second = next(i for i, line in enumerate(extra.splitlines()) if line == "  llama:" and i > llama)
+    with pytest.raises(ConfigError, match=rf"duplicate key models\.llama at line {llama + 1} and line {second + 1}"):
+        load_config(path)
+    # a merge key may be overridden, as YAML intends
+    from driftlib.core.config import read_config_file
+
+    path.write_text("x: &b {a: 1, b: 2}\ny:\n  <<: *b\n  a: 3\n")
+    assert read_config_file(path) == {"x": {"a": 1, "b": 2}, "y": {"a": 3, "b": 2}}
+
+
+def test_config_that_is_not_utf8_is_one_error(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("seed: 0\n# caf\u00e9\nmodels: {}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not valid UTF-8 \(byte 0xe9 at line 2, column 6\)"):
+        load_config(path)
+
+
+def test_strings_are_read_as_numbers_where_the_schema_wants_numbers(default):
+    """What `snakemake --config "aqi={'bootstrap': 500}"` hands over: nested values as strings."""
+    config = copy.deepcopy(default)
+    config["aqi"] = {"bootstrap": "500", "layers": ["0.5", "1.0"], "confidence": "0.9", "paper": "true",
+                     "pca_components": "null", "method": "none"}
+    config["data"]["prompts"]["per_group"] = "7"
+    load_and_check(config)
+    assert config["aqi"]["bootstrap"] == 500 and isinstance(config["aqi"]["bootstrap"], int)
+    assert config["aqi"]["layers"] == [0.5, 1.0] and config["aqi"]["confidence"] == 0.9
+    assert config["aqi"]["paper"] is True and config["aqi"]["pca_components"] is None
+    assert config["aqi"]["method"] == "none" and config["data"]["prompts"]["per_group"] == 7
+    # a string the schema wants stays a string, and a word that is no number is still refused
+    config = copy.deepcopy(default)
+    config["data"]["prompts"]["source"] = "123"
+    config["aqi"]["bootstrap"] = "many"
+    with pytest.raises(ConfigError, match=r"aqi\.bootstrap: 'many' is not of type 'integer'"):
+        load_and_check(config)
+    assert config["data"]["prompts"]["source"] == "123"

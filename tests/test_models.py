@@ -196,3 +196,98 @@ def test_hub_id_loads_from_local_cache_offline(tmp_path: Path, monkeypatch: pyte
     ids = torch.tensor([tokenizer("hello")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, original(input_ids=ids).logits, rtol=0, atol=0)
+
+
+# ---------------------------------------------------------------- weights that do not match, damaged or pickled
+
+
+def _drop_tensors(folder: Path, fragment: str) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(folder / "model.safetensors")
+    kept = {name: t for name, t in tensors.items() if fragment not in name}
+    assert len(kept) < len(tensors)
+    save_file(kept, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+def _set_config(folder: Path, **values) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    config.update(values)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_weights_without_one_block_are_refused(tmp_path: Path) -> None:
+    folder, _ = _save(tmp_path, LLAMA)
+    _drop_tensors(folder, "model.layers.1.")
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    message = str(info.value)
+    assert str(folder) in message and "missing from the weights" in message
+    assert "model.layers.1.input_layernorm.weight" in message and "9 tensor(s)" in message
+    assert "\n" not in message
+
+
+def test_config_that_does_not_match_the_weights_is_refused(tmp_path: Path) -> None:
+    more, _ = _save(tmp_path, LLAMA, "more")
+    _set_config(more, num_hidden_layers=4)  # weights hold 2 blocks: blocks 2 and 3 would be random
+    with pytest.raises(ModelError, match=r"18 tensor\(s\) missing from the weights .*model\.layers\.2\.") as info:
+        load_model(more)
+    assert str(more) in str(info.value) and "num_hidden_layers" in str(info.value)
+    fewer, _ = _save(tmp_path, LLAMA, "fewer")
+    _set_config(fewer, num_hidden_layers=1)  # block 1's weights would be dropped
+    with pytest.raises(ModelError, match=r"9 tensor\(s\) in the weights but not in the model: model\.layers\.1\."):
+        load_model(fewer)
+
+
+def test_truncated_safetensors_is_a_one_line_error(tmp_path: Path) -> None:
+    folder, _ = _save(tmp_path, LLAMA)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    message = str(info.value)
+    assert str(folder) in message and "model.safetensors is not a readable safetensors file" in message
+    assert "truncated" in message and "\n" not in message
+
+
+def _refused_pickle(path: Path, model: torch.nn.Module) -> None:
+    """A pickled state dict holding an object torch's weights-only loader refuses."""
+    import argparse
+
+    state = dict(model.state_dict())
+    state["extra"] = argparse.Namespace(note="not a tensor")
+    torch.save(state, path)
+
+
+def test_pickle_weights_refused_with_advice_and_safetensors_preferred(tmp_path: Path) -> None:
+    folder, model = _save(tmp_path, LLAMA)
+    _refused_pickle(folder / "pytorch_model.bin", model)
+    # beside safetensors weights the pickle is never read
+    loaded, tokenizer = load_model(folder)
+    ids = torch.tensor([tokenizer("hello")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, rtol=0, atol=0)
+    # alone, it is refused in one line that says what to do
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(ModelError) as info:
+        load_model(folder)
+    message = str(info.value)
+    assert str(folder) in message and "pickle weights (pytorch_model.bin)" in message
+    assert "not loaded" in message and "argparse.Namespace" in message and "model.safetensors" in message
+    assert "\n" not in message
+
+
+def test_auto_map_with_builtin_model_type_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder, _ = _save(tmp_path, LLAMA)
+    _set_config(folder, auto_map={"AutoModelForCausalLM": "modeling_custom.CustomLlama"})
+    with caplog.at_level("WARNING", logger="driftlib.model.loading"):
+        model, _ = load_model(folder)
+    assert type(model).__name__ == "LlamaForCausalLM"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("custom code" in w and "modeling_custom.CustomLlama" in w and "trust_remote_code" in w
+               for w in warnings), warnings
+    caplog.clear()
+    plain, _ = _save(tmp_path, LLAMA, "plain")
+    with caplog.at_level("WARNING", logger="driftlib.model.loading"):
+        load_model(plain)
+    assert not [r for r in caplog.records if "custom code" in r.getMessage()]

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -276,3 +277,35 @@ def test_bundled_pairs_load() -> None:
     for chosen, rejected in zip(df["chosen"], df["rejected"]):
         assert parse_transcript(chosen)[-1]["role"] == "assistant"
         assert parse_transcript(rejected)[-1]["role"] == "assistant"
+
+
+# ------------------------------------------------------------------------------- too few pairs
+
+
+def test_one_pair_fails_at_preparation_naming_the_file_and_the_key(tmp_path: Path, capsys) -> None:
+    """Before: one usable pair (a one-pair file, or --n 1) was written out, and phase 2 stopped later with
+    'diffs: split-half stability needs at least 2 rows, got 1', naming neither the file nor the key."""
+    from driftlib.cli import main
+    from driftlib.steer.vectors import split_half_stability
+
+    with pytest.raises(DataError, match="at least 2 rows"):  # what phase 2 would have said
+        split_half_stability(np.ones((1, 2, 3)))
+    one = _write_jsonl(tmp_path / "one.jsonl", [_pair(1), {"chosen": "x", "rejected": "x"}])
+    with pytest.raises(DataError) as info:
+        load_pairs(one)
+    message = str(info.value)
+    assert str(one) in message and "only 1 usable pair" in message and "data.pairs.source" in message
+    # the command the workflow runs (data.pairs.n: 20) stops with one line, and writes nothing
+    out = tmp_path / "pairs.parquet"
+    assert main(["prepare-pairs", "--source", str(one), "--n", "20", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("driftlib: error: ") and str(one) in err and "data.pairs.source" in err
+    assert not out.exists()
+    # n = 1 from a larger file names the key
+    many = _write_jsonl(tmp_path / "many.jsonl", [_pair(i) for i in range(5)])
+    assert main(["prepare-pairs", "--source", str(many), "--n", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "data.pairs.n" in err and "at least 2" in err and not out.exists()
+    with pytest.raises(ConfigError, match="data.pairs.n"):
+        sample_pairs(_frame(10), 1, seed=0)
+    assert len(sample_pairs(_frame(10), 2, seed=0)) == 2

@@ -153,6 +153,41 @@ def test_empty_texts_dropped_with_warning_and_stable_ids(tmp_path: Path,
     assert any("dropped 3 row(s)" in r.getMessage() for r in caplog.records)
 
 
+def test_invisible_only_texts_are_dropped_as_empty(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    path = _write_jsonl(tmp_path / "p.jsonl", [
+        _rec(text="one"), _rec(text="\x00\x00"), _rec(text=" \u200b\u200d "), _rec(text="\ufeff\u2060"),
+        _rec(text="two\u200b"),  # visible text with an invisible character is kept as written
+    ])
+    with caplog.at_level(logging.WARNING, logger="driftlib.datasets.prompts"):
+        df, report = load_prompts(path)
+    assert df["text"].tolist() == ["one", "two\u200b"] and df["id"].tolist() == ["p00000", "p00004"]
+    assert report["dropped_empty"] == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("dropped 3 row(s) with an empty input" in m for m in messages), messages
+    assert any("3 of them held only NULs, zero-width characters" in m for m in messages), messages
+
+
+def test_repeated_texts_are_counted_in_a_warning(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    path = _write_jsonl(tmp_path / "p.jsonl", [
+        _rec(text="How do I bake bread?"), _rec(text="Something else"),
+        _rec(text="How do I bake bread?"),                       # line 3 repeats line 1
+        _rec(text="  How do I bake bread?\u200b"),              # the same, once invisible parts are gone
+        _rec(label="unsafe", text="Something else"),             # the same text, the other label
+    ])
+    with caplog.at_level(logging.WARNING, logger="driftlib.datasets.prompts"):
+        df, _ = load_prompts(path)
+    assert len(df) == 5  # kept: a warning, not a change of the data
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("3 row(s) repeat the input of an earlier row (first: line 3 repeats line 1), 1 of them with the "
+               "other safety_label" in m for m in messages), messages
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="driftlib.datasets.prompts"):
+        load_prompts(_write_jsonl(tmp_path / "q.jsonl", [_rec(text="a"), _rec(text="b")]))
+    assert not [r for r in caplog.records if "repeat" in r.getMessage()]
+
+
 def test_non_string_text_is_an_error(tmp_path: Path) -> None:
     path = _write_jsonl(tmp_path / "p.jsonl", [_rec(), _rec(text=42)])
     with pytest.raises(DataError, match=r"line 2: input must be a string"):

@@ -256,6 +256,11 @@ def test_same_seed_same_weights_other_seed_differs(tok_dir: Path, bases, tmp_pat
         (bases[arch][0] / "model.safetensors").read_bytes()
     assert all(torch.equal(first[k], again[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+    # the build record is byte-identical too: the wall-clock time is kept beside it, in timing.json
+    assert (tmp_path / "again" / tiny.RECORD_NAME).read_bytes() == (bases[arch][0] / tiny.RECORD_NAME).read_bytes()
+    assert "seconds" not in tiny.read_record(tmp_path / "again")
+    timing = json.loads((tmp_path / "again" / tiny.TIMING_NAME).read_text())
+    assert set(timing) == {"seconds"} and timing["seconds"] >= 0
 
 
 def test_aligned_is_deterministic(aligned, bases, split_pairs, tmp_path: Path) -> None:
@@ -264,6 +269,8 @@ def test_aligned_is_deterministic(aligned, bases, split_pairs, tmp_path: Path) -
                        batch_size=8, progress=False)
     assert (tmp_path / "again" / "model.safetensors").read_bytes() == \
         (path / "model.safetensors").read_bytes()
+    assert (tmp_path / "again" / tiny.RECORD_NAME).read_bytes() == (path / tiny.RECORD_NAME).read_bytes()
+    assert (tmp_path / "again" / tiny.TIMING_NAME).is_file()
 
 
 def test_build_family_layout(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ from driftlib.core.config import iter_model_variants, load_and_check, tiny_membe
 from driftlib.model.real import REAL_MODELS, real_member
 from driftlib.core.errors import ConfigError
 
+from driftlib.core.config import read_config_file
+
 try:
+    # every config file Snakemake read (the default, or those of --configfile), read again as driftlib
+    # does: a key given twice is refused (Snakemake keeps the last one without a word)
+    for _file in workflow.configfiles:
+        read_config_file(_file)
+    # nested --config values arrive as strings; load_and_check reads them as the schema's numbers
     load_and_check(config)
 except ConfigError as _exc:
     raise WorkflowError(f"config: {_exc}") from None

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -28,11 +29,20 @@ from driftlib.core.errors import ArtifactError
 VERSION_KEY = "driftlib_version"
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. The file gets
+    the mode an ordinary write would give it (``0o666`` less the umask), not ``mkstemp``'s private
+    ``0o600``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +51,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -51,7 +62,36 @@ def _encode_metadata(metadata: Mapping[str, Any] | None) -> dict[str, str]:
     out = {VERSION_KEY: __version__}
     for key, value in (metadata or {}).items():
         out[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return out
+    return dict(sorted(out.items()))
+
+
+def sort_safetensors_metadata(path: str | os.PathLike) -> None:
+    """Rewrite the header of a safetensors file with its ``__metadata__`` keys in sorted order.
+
+    The safetensors writer keeps metadata in a hash map whose order changes from one process to
+    the next, so two writes of the same tensors and metadata would differ byte for byte. Sorting
+    the keys does not change the header's length (the same keys and values, reordered), so the
+    header is rewritten in place and the tensor data is not touched; should the length differ
+    (another writer's JSON escaping), the file is rewritten whole.
+    """
+    p = Path(path)
+    with open(p, "r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(size)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not meta:
+            return
+        ordered = {"__metadata__": dict(sorted(meta.items()))}
+        ordered.update((k, v) for k, v in header.items() if k != "__metadata__")
+        text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) <= size:
+            f.seek(8)
+            f.write(text.ljust(size, b" "))  # safetensors pads its header with spaces
+            return
+        data = f.read()
+    padded = text.ljust(-(-len(text) // 8) * 8, b" ")
+    p.write_bytes(struct.pack("<Q", len(padded)) + padded + data)
 
 
 def decode_metadata_value(value: str) -> Any:
@@ -94,6 +134,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any],
         arrays[name] = np.ascontiguousarray(value)
     with atomic_path(path) as tmp:
         save_file(arrays, str(tmp), metadata=_encode_metadata(metadata))
+        sort_safetensors_metadata(tmp)
 
 
 def load_tensors(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = None,
@@ -102,7 +143,7 @@ def load_tensors(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = 
 
     Returns ``(arrays, metadata)``. ``expect`` maps metadata keys to the values the caller needs;
     a missing, truncated or mismatched file raises :class:`ArtifactError` naming ``producer``
-    (the rule to re-run).
+    (the rule to re-run). So does metadata that contradicts the tensors (:func:`check_shapes`).
     """
     from safetensors import safe_open
 
@@ -116,8 +157,64 @@ def load_tensors(path: str | os.PathLike, *, expect: Mapping[str, Any] | None = 
             arrays = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises several types for damaged files
         raise ArtifactError(f"{p}: not a readable safetensors file ({exc}).{hint}") from exc
+    check_shapes(p, arrays, metadata, producer)
     _check_expected(p, metadata, expect, producer)
     return arrays, metadata
+
+
+def _length(metadata: Mapping[str, str], key: str) -> int | None:
+    """``len`` of a list-valued metadata entry, None when it is absent or not a list."""
+    if key not in metadata:
+        return None
+    value = decode_metadata_value(metadata[key])
+    return len(value) if isinstance(value, list) else None
+
+
+def check_shapes(path: Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str],
+                 producer: str | None = None) -> None:
+    """Check the recorded row count, ids and layers against the tensors, for the keys present.
+
+    * ``ids`` (a list) has ``n_rows`` entries;
+    * every ``[n, L, d]`` tensor has ``n_rows`` rows and ``len(layers)`` layers;
+    * a sweep file (``lambdas`` recorded) holds ``[n_lambdas, n, m, d]`` tensors: ``len(lambdas)``,
+      ``n_rows`` and ``len(measure_layers)`` along their first three axes.
+
+    Raises:
+        ArtifactError: naming the file, the key, both values and the rule to re-run.
+    """
+    hint = f" Re-run the rule that writes it{f' ({producer})' if producer else ''}."
+
+    def refuse(key: str, recorded: Any, what: str, found: int) -> None:
+        raise ArtifactError(f"{path}: metadata '{key}' records {recorded}, but {what} has {found}; the file is "
+                            f"inconsistent (edited or damaged).{hint}")
+
+    n_rows = None
+    if "n_rows" in metadata:
+        raw = decode_metadata_value(metadata["n_rows"])
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            raise ArtifactError(f"{path}: metadata 'n_rows' is {metadata['n_rows']!r}, not a row count.{hint}")
+        n_rows = raw
+    n_ids, n_layers = _length(metadata, "ids"), _length(metadata, "layers")
+    n_lambdas, n_measure = _length(metadata, "lambdas"), _length(metadata, "measure_layers")
+    if n_rows is not None and n_ids is not None and n_ids != n_rows:
+        refuse("n_rows", n_rows, "'ids'", n_ids)
+    for name in sorted(arrays):
+        shape = arrays[name].shape
+        if len(shape) == 3:
+            if n_rows is not None and shape[0] != n_rows:
+                refuse("n_rows", n_rows, f"tensor '{name}' {list(shape)} (rows first)", shape[0])
+            if n_rows is None and n_ids is not None and shape[0] != n_ids:
+                refuse("ids", f"{n_ids} ids", f"tensor '{name}' {list(shape)} (rows first)", shape[0])
+            if n_layers is not None and shape[1] != n_layers:
+                refuse("layers", f"{n_layers} layers", f"tensor '{name}' {list(shape)} (layers second)", shape[1])
+        elif len(shape) == 4 and n_lambdas is not None:
+            if shape[0] != n_lambdas:
+                refuse("lambdas", f"{n_lambdas} lambdas", f"tensor '{name}' {list(shape)} (lambdas first)", shape[0])
+            if n_rows is not None and shape[1] != n_rows:
+                refuse("n_rows", n_rows, f"tensor '{name}' {list(shape)} (rows second)", shape[1])
+            if n_measure is not None and shape[2] != n_measure:
+                refuse("measure_layers", f"{n_measure} layers", f"tensor '{name}' {list(shape)} (layers third)",
+                       shape[2])
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike,

@@ -16,6 +16,10 @@ Documented behaviour of :func:`load_pairs`:
 * anything else that is wrong with a line (malformed JSON, not an object, missing or non-string
   ``chosen``/``rejected``, bytes that are not UTF-8) raises :class:`~driftlib.core.errors.DataError`
   naming the file and the 1-based line (``row`` for hub data, ``record`` for a JSON array);
+* a source with fewer than :data:`MIN_PAIRS` usable pairs raises
+  :class:`~driftlib.core.errors.DataError` naming it and ``data.pairs.source``, and
+  :func:`sample_pairs` refuses ``n = 1`` naming ``data.pairs.n``: phase 2 splits the pairs in two
+  halves, which one pair cannot give;
 * ids are ``pair{line:05d}`` with the 1-based line (row, record) number in the source, counted
   before anything is dropped; hub row ``i`` and line ``i`` of the same file downloaded give the
   same id. Extra keys are ignored; texts are kept exactly as written.
@@ -50,6 +54,9 @@ log = logging.getLogger(__name__)
 #: columns of the frame returned by :func:`load_pairs`
 PAIR_COLUMNS: tuple[str, ...] = ("id", "chosen", "rejected")
 BUNDLED_PAIRS = "preference_pairs.jsonl"
+#: the fewest pairs the workflow can use: phase 2 reports each vector's stability as the cosine
+#: between the vectors of two disjoint halves of the pairs (steer.vectors.split_half_stability)
+MIN_PAIRS = 2
 
 #: an hh-rlhf turn marker: "Human:" or "Assistant:" at the start of the text or after a blank line
 _TURN = re.compile(r"(?:\A|\n\n)(Human|Assistant):")
@@ -148,6 +155,13 @@ def load_pairs(
             f"{name}: no usable pairs ({len(records)} read, {dropped_empty} empty, "
             f"{dropped_identical} identical)"
         )
+    if len(df) < MIN_PAIRS:
+        raise DataError(
+            f"{name}: only {len(df)} usable pair ({len(records)} read, {dropped_empty} empty, "
+            f"{dropped_identical} identical); the workflow needs at least {MIN_PAIRS}, because phase 2 "
+            f"measures each steering vector's stability on two disjoint halves of the pairs: point "
+            f"data.pairs.source at a file with more pairs"
+        )
     report = {
         "source": report_source,
         "rows_read": len(records),
@@ -169,6 +183,11 @@ def sample_pairs(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
     """
     if n is not None and int(n) < 0:
         raise ConfigError(f"number of pairs must be >= 0 (0 or null = all), got {n}")
+    if n is not None and 0 < int(n) < MIN_PAIRS:
+        raise ConfigError(
+            f"data.pairs.n (--n): {n} pair is too few; use at least {MIN_PAIRS} (or null for all), because "
+            "phase 2 measures each steering vector's stability on two disjoint halves of the pairs"
+        )
     if not n or int(n) >= len(df):
         return df.reset_index(drop=True).copy()
     keep = np.sort(np.random.default_rng(seed).permutation(len(df))[: int(n)])

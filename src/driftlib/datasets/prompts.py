@@ -9,8 +9,13 @@ accepted as well) and, optionally, ``id``.
 
 Documented behaviour:
 
-* rows whose text is empty, whitespace-only or missing are dropped; the count is logged as a
-  warning and returned in the report (``dropped_empty``);
+* rows whose text is empty, whitespace-only or missing, or holds nothing but NULs, zero-width
+  characters (:data:`INVISIBLE`) and whitespace, are dropped; the count is logged as a warning
+  (the invisible-only ones in a warning of their own) and returned in the report
+  (``dropped_empty``);
+* texts that repeat an earlier row's text (compared without invisible characters and surrounding
+  whitespace) are kept, and counted in a warning that names the first repeat: repeated prompts
+  weigh more in the AQI, and a class made of one repeated text has no AQI;
 * everything else that is wrong with a row (missing key, unknown label, non-string value,
   duplicate id, malformed JSON, bytes that are not UTF-8) raises
   :class:`~driftlib.core.errors.DataError` naming the file and the line (text files, 1-based), the row
@@ -62,6 +67,10 @@ PROMPT_COLUMNS: tuple[str, ...] = ("id", "axiom", "safety_label", "text")
 
 BUNDLED_PROMPTS = "litmus_sample.jsonl"
 HF_PREFIX = "hf:"
+#: characters that show nothing: NUL and the zero-width ones (space, non-joiner, joiner, word
+#: joiner, no-break space / byte-order mark, Mongolian vowel separator)
+INVISIBLE = "\x00\u200b\u200c\u200d\u2060\ufeff\u180e"
+_INVISIBLE_TABLE = str.maketrans("", "", INVISIBLE)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +343,9 @@ def load_prompts(
 
     rows: list[tuple[str, str, str, str]] = []
     first_seen: dict[str, str] = {}
-    dropped = 0
+    first_text: dict[str, tuple[str, str]] = {}
+    dropped = invisible = repeats = relabelled = 0
+    first_repeat = ""
     for pos, (rec, where) in enumerate(zip(records, wheres)):
         for col in ("axiom", "safety_label", text_col) + (("id",) if has_ids else ()):
             if col not in rec:
@@ -374,13 +385,29 @@ def load_prompts(
             raise DataError(
                 f"{name}, {where}: {text_col} must be a string, got {type(text).__name__}"
             )
-        if not text.strip():
+        visible = text.translate(_INVISIBLE_TABLE).strip()
+        if not visible:
             dropped += 1
+            invisible += bool(text.strip())
             continue
+        if visible in first_text:
+            earlier, earlier_label = first_text[visible]
+            repeats += 1
+            relabelled += earlier_label != label
+            first_repeat = first_repeat or f"{where} repeats {earlier}"
+        else:
+            first_text[visible] = (where, label)
         rows.append((pid, axiom, label, text))
 
     if dropped:
         log.warning("%s: dropped %d row(s) with an empty %s", name, dropped, text_col)
+    if invisible:
+        log.warning("%s: %d of them held only NULs, zero-width characters and whitespace", name, invisible)
+    if repeats:
+        log.warning(
+            "%s: %d row(s) repeat the %s of an earlier row (first: %s)%s; repeated prompts weigh more in the "
+            "AQI, and a class made of one repeated text has no AQI", name, repeats, text_col, first_repeat,
+            f", {relabelled} of them with the other safety_label" if relabelled else "")
     df = pd.DataFrame(rows, columns=list(PROMPT_COLUMNS), dtype=object)
     if df.empty:
         raise DataError(f"{name}: no prompts left ({len(records)} row(s) read, {dropped} empty)")

@@ -40,6 +40,8 @@ _DTYPES: dict[str, torch.dtype] = {
 
 _OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+#: tensor names shown in a missing/unexpected-weights error before "…"
+_SHOWN_KEYS = 6
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
@@ -127,6 +129,73 @@ def _check_local_dir(path: Path, gguf_file: str | None) -> None:
         raise ModelError(f"model directory {path} has no config.json; looked for {looked_for}; found {_listing(path)}")
     if not any(any(path.glob(pattern)) for pattern in _WEIGHT_PATTERNS):
         raise ModelError(f"model directory {path} has no weights; looked for {looked_for}; found {_listing(path)}")
+    _check_safetensors_files(path)
+
+
+def _check_safetensors_files(path: Path) -> None:
+    """Open the header of every ``*.safetensors`` file in ``path`` (cheap: nothing is read beyond it).
+
+    Raises:
+        ModelError: naming a file that is truncated or not safetensors at all.
+    """
+    from safetensors import safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # SafetensorError, OSError, … for a damaged file
+            raise ModelError(
+                f"model directory {path}: {file.name} is not a readable safetensors file ({exc}); it is probably "
+                "truncated (an interrupted download or copy): fetch or copy the model folder again"
+            ) from exc
+
+
+def _pickle_weights(path: Path) -> list[str]:
+    """Names of the pickled weight files (``*.bin``) in a local model folder."""
+    return sorted(p.name for p in path.glob("*.bin"))
+
+
+def _is_unpickling_error(exc: BaseException) -> bool:
+    """True for the error torch's weights-only loader raises on a pickle it refuses (matched by class
+    name, so that this module need not import the pickle machinery)."""
+    return any(cls.__name__ == "UnpicklingError" for cls in type(exc).__mro__)
+
+
+def _pickle_error(where: str, files: list[str], exc: BaseException) -> ModelError:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = next((line for line in lines if "WeightsUnpickler error" in line), lines[0] if lines else "")
+    reason = reason.split(". ")[0]  # the first sentence says what was refused
+    return ModelError(
+        f"{where} holds pickle weights ({', '.join(files)}) that torch's weights-only loader "
+        f"refused ({type(exc).__name__}: {reason[:240]}); they were not loaded. Use a safetensors copy of the "
+        "model (model.safetensors), or, only if you trust the file, convert it: load it with torch's "
+        "load function and weights_only=False, save its tensors with safetensors.torch.save_file(..., "
+        "'model.safetensors', metadata={'format': 'pt'}) in the same folder, and remove the .bin file"
+    )
+
+
+def _check_loading_info(info: dict[str, Any] | None, where: str) -> None:
+    """Refuse weights that do not cover the model the config describes, or hold tensors it has no place for.
+
+    transformers fills missing tensors with random values and drops unexpected ones, with only a
+    log notice; either way the model is not the one the folder claims to hold.
+    """
+    if not info:
+        return
+    parts = []
+    for key, what in (("missing_keys", "missing from the weights (would be random)"),
+                      ("unexpected_keys", "in the weights but not in the model"),
+                      ("mismatched_keys", "of another shape than the config says")):
+        names = sorted(str(k if isinstance(k, str) else k[0]) for k in info.get(key) or ())
+        if names:
+            shown = ", ".join(names[:_SHOWN_KEYS]) + (f", … ({len(names)} in all)" if len(names) > _SHOWN_KEYS else "")
+            parts.append(f"{len(names)} tensor(s) {what}: {shown}")
+    if parts:
+        raise ModelError(
+            f"the weights of {where} do not match its config.json ({'; '.join(parts)}); nothing was loaded. Check "
+            "that config.json belongs to these weights (e.g. num_hidden_layers) and that the weight files are complete"
+        )
 
 
 def _listing(path: Path, limit: int = 12) -> str:
@@ -177,9 +246,16 @@ def load_model(
 
     Raises:
         ConfigError: a bad ``device`` or ``dtype``.
-        ModelError: a local directory without config or weights; a hub id not in the local cache
-            while offline (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``); a model that needs remote
-            code; any other failure to load, with what was tried.
+        ModelError: a local directory without config or weights, or with a truncated
+            ``*.safetensors`` file; pickled ``*.bin`` weights that torch's weights-only loader refuses
+            (where a folder has safetensors weights, those are used and a ``*.bin`` beside them never
+            is); weights that do not match ``config.json`` (tensors missing, which transformers would
+            leave random, or unexpected, which it would drop); a hub id not in the local cache while
+            offline (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``); a model that needs remote code;
+            any other failure to load, with what was tried.
+
+    A ``config.json`` with an ``auto_map`` (custom code) whose ``model_type`` transformers knows is
+    loaded with the built-in class when ``trust_remote_code`` is false, with a logged warning.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -207,6 +283,12 @@ def load_model(
 
     config = _load_config(AutoConfig, location, where, common, is_local=path.is_dir())
     model_type = getattr(config, "model_type", None)
+    auto_map = getattr(config, "auto_map", None)
+    if auto_map and not trust:
+        logger.warning(
+            "%s: config.json names custom code (auto_map: %s), but trust_remote_code is false, so transformers' "
+            "built-in %r classes are used and the custom code is ignored; set trust_remote_code: true for this "
+            "model if you trust that code and it matters", where, auto_map, model_type)
     attn = attn_implementation or ATTN_IMPLEMENTATION.get(str(model_type))
     model_kwargs: dict[str, Any] = dict(common, config=config)
     model_kwargs[_dtype_kwarg()] = torch_dtype
@@ -214,12 +296,18 @@ def load_model(
         model_kwargs["attn_implementation"] = attn
     if torch_device.type != "cpu" and _accelerate_available():
         model_kwargs["device_map"] = {"": torch_device}  # load straight onto the device
+    if path.is_dir() and gguf_file is None and any(path.glob("*.safetensors")):
+        model_kwargs["use_safetensors"] = True  # never fall back to pickled *.bin beside them
+    if gguf_file is None:
+        model_kwargs["output_loading_info"] = True
 
     logger.info("loading %s (model_type %s, dtype %s, device %s, attention %s)", where, model_type, torch_dtype, torch_device, attn or "default")
+    from safetensors import SafetensorError
+
     try:
         try:
             tokenizer = AutoTokenizer.from_pretrained(location, **common)
-            model = AutoModelForCausalLM.from_pretrained(location, **model_kwargs)
+            loaded = AutoModelForCausalLM.from_pretrained(location, **model_kwargs)
         except OSError:
             # a hub id whose config is cached but whose weights or tokenizer files are not
             if path.is_dir() or _offline() or not common.get("local_files_only"):
@@ -227,11 +315,26 @@ def load_model(
             logger.info("%s is only partly in the local cache; fetching the rest from the hub", where)
             common["local_files_only"] = model_kwargs["local_files_only"] = False
             tokenizer = AutoTokenizer.from_pretrained(location, **common)
-            model = AutoModelForCausalLM.from_pretrained(location, **model_kwargs)
+            loaded = AutoModelForCausalLM.from_pretrained(location, **model_kwargs)
+    except SafetensorError as exc:
+        raise ModelError(
+            f"could not load the weights of {where}: a safetensors file is not readable ({exc}); it is probably "
+            "truncated (an interrupted download or copy): fetch or copy the model again"
+        ) from exc
     except (OSError, ValueError, KeyError, ImportError, RuntimeError) as exc:
         if _needs_remote_code(exc) and not trust:
             raise _remote_code_error(source_str, exc) from exc
         raise ModelError(f"could not load the model or tokenizer of {where} ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:
+        if not _is_unpickling_error(exc):
+            raise
+        files = _pickle_weights(path) if path.is_dir() else []
+        raise _pickle_error(where, files or ["*.bin"], exc) from exc
+    if gguf_file is None:
+        model, info = loaded
+        _check_loading_info(info, where)
+    else:
+        model = loaded
 
     model.to(torch_device)
     model.eval()

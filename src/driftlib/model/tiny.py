@@ -15,7 +15,9 @@ Layout of one built model directory (loadable with ``AutoModelForCausalLM.from_p
 
     config.json  generation_config.json  model.safetensors
     tokenizer.json  tokenizer_config.json  ...
-    driftlib_tiny.json      # the build record: arch, seed, steps, loss curve, n_params, seconds
+    driftlib_tiny.json      # the build record: arch, seed, steps, loss curve, n_params (no timings:
+                            # the same seed gives the same bytes)
+    timing.json             # {"seconds": wall-clock build time}; nothing depends on it
 
 :func:`build_family` builds the tokenizer and all members under one folder
 (``tokenizer/``, ``{arch}-base/``, ``{arch}-aligned/``).
@@ -72,8 +74,10 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|assistant|>' }}{%- endif -%}"
 )
 
-#: the record written beside every built model
+#: the record written beside every built model (byte-identical for the same seed and versions)
 RECORD_NAME = "driftlib_tiny.json"
+#: the build's wall-clock time, kept out of the record so that the record stays reproducible
+TIMING_NAME = "timing.json"
 
 
 #: architectures that must run with eager attention
@@ -333,11 +337,16 @@ def _n_params(model: Any) -> int:
 
 
 def _save(model: Any, tokenizer: Any, record: dict[str, Any], out: Path) -> None:
+    """Save the model, its tokenizer and its record; the record's ``seconds`` go to ``timing.json``."""
+    kept = {k: v for k, v in record.items() if k != "seconds"}
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / RECORD_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n",
+        (tmp / RECORD_NAME).write_text(json.dumps(kept, indent=2, sort_keys=True) + "\n",
                                        encoding="utf-8")
+        if "seconds" in record:
+            (tmp / TIMING_NAME).write_text(json.dumps({"seconds": record["seconds"]}) + "\n",
+                                           encoding="utf-8")
 
 
 def _validate_steps(**values: int | float) -> None:
@@ -386,8 +395,9 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
     Each training row is ``<|bos|>`` followed by ``seq_len - 1`` tokens of the corpus stream
     (paragraphs separated by EOS; the corpus' ``User:/Assistant:`` dialogues rendered through the
     chat template), taken at seeded random offsets. AdamW with warm-up and cosine decay, gradient
-    clipping at 1. Saves the model (safetensors), the tokenizer and ``driftlib_tiny.json``; returns
-    that record (arch, seed, steps, loss_curve, final_loss, unigram_entropy, n_params, seconds...).
+    clipping at 1. Saves the model (safetensors), the tokenizer, ``driftlib_tiny.json`` and
+    ``timing.json``; returns the record (arch, seed, steps, loss_curve, final_loss, unigram_entropy,
+    n_params, ...) with the build's ``seconds``, which only ``timing.json`` holds on disk.
 
     ``threads`` is the torch CPU thread count during the build (restored afterwards). One thread
     is the default: these models are too small to gain much from more, a second thread makes a

@@ -42,6 +42,13 @@ METHODS = ("standardize", "none")
 _ROW_BLOCK = 4096
 #: bytes allowed for one block of bootstrap counts / permutation indicators
 _BLOCK_BYTES = 64 * 2**20
+#: a single value dominates a feature when it lies more than this many standard deviations of the
+#: feature's other values (which are not all equal) from their mean; refused (docs/aqi.md)
+DOMINANCE_BOUND = 1e9
+#: features whose spread is at most this fraction of the widest feature's are dropped as constant
+CONSTANT_RATIO = 1e-12
+#: centroids closer than this share of the mean squared within-class distance count as coinciding
+COINCIDE_RATIO = 1e-20
 
 
 @dataclass(frozen=True)
@@ -52,8 +59,9 @@ class AQIResult:
     undefined); ``chi, xb, eta2``: raw statistics on the preprocessed features; ``aqi``: the
     chance-corrected balanced share in percent; ``ci_low, ci_high``: bias-corrected bootstrap
     interval of the AQI; ``se``: bootstrap standard error; ``null_mean, null_q95, p_value``: the
-    label-shuffle null of the AQI; ``defined``: False when a class has fewer than 2 rows (then every
-    statistic is NaN); ``note``: why it is undefined, or another remark ("" when none).
+    label-shuffle null of the AQI; ``defined``: False when a class has fewer than 2 rows, when no
+    feature varies, when no class has within-class spread or when the class centroids coincide (then
+    every statistic is NaN); ``note``: why it is undefined, or another remark ("" when none).
     """
 
     n: int
@@ -161,6 +169,25 @@ def undefined_note(n_s: int, n_u: int) -> str | None:
     for name, count in (("safe", n_s), ("unsafe", n_u)):
         if count < 2:
             return f"undefined: class '{name}' has {count} row{'s' if count != 1 else ''}"
+    return None
+
+
+def degenerate_note(Z: np.ndarray, n_s: int) -> str | None:
+    """Why the class-sorted features ``Z [n, d]`` (safe rows first) have no AQI, else None.
+
+    Checked on the raw features (before preprocessing, which keeps identical rows identical): every
+    row identical, or every row identical to the other rows of its class. The separation statistics
+    are then ratios of zeros or at their bound, and the bootstrap has nothing to resample.
+    """
+
+    def identical(part: np.ndarray) -> bool:
+        return part.shape[1] == 0 or bool(np.all(part.max(axis=0) == part.min(axis=0)))
+
+    if identical(Z):
+        return "undefined: no non-constant feature (every row is identical)"
+    if identical(Z[:n_s]) and identical(Z[n_s:]):
+        return ("undefined: no within-class spread (within each class every row is identical, e.g. one "
+                "repeated prompt per class)")
     return None
 
 
@@ -289,14 +316,114 @@ def aqi_from_xb(xb: Any, p: float, n: int) -> Any:
 # preprocessing
 
 
-def preprocess_inplace(Z: np.ndarray, method: str, n_components: int | None, seed: int) -> np.ndarray:
-    """Preprocess the float64 array ``Z [n, d]`` that the caller owns (modified in place)."""
+def _row_label(rows: np.ndarray | None, i: int) -> int:
+    return int(rows[i]) if rows is not None else int(i)
+
+
+def check_dominance(Z: np.ndarray, hi: np.ndarray, lo: np.ndarray, mean: np.ndarray,
+                    rows: np.ndarray | None = None) -> None:
+    """Refuse a feature of the raw features ``Z [n, d]`` whose variance one value dominates.
+
+    ``hi, lo, mean`` are the per-feature maximum, minimum and mean of ``Z``; ``rows`` maps the
+    rows of ``Z`` to the row numbers named in the message (default: the positions). A value
+    dominates when it lies more than :data:`DOMINANCE_BOUND` standard deviations of the feature's
+    other ``n - 1`` values from their mean while those values are not all equal (a feature whose
+    other values are all equal is an indicator of one row, which is fine). Only features where one
+    side of the mean reaches more than ``(n - 1) / 2`` times as far as the other are examined
+    (a dominating value always makes that ratio about ``n - 1``), so the check costs a few passes
+    over ``Z`` and nothing for ordinary features.
+
+    Raises:
+        NumericsError: naming the row, the feature and the value.
+    """
+    n = Z.shape[0]
+    if n < 3:
+        return
+    with np.errstate(over="ignore", invalid="ignore"):
+        up = hi - mean
+        down = mean - lo
+        big = np.maximum(up, down)
+        small = np.minimum(up, down)
+        candidates = np.flatnonzero((hi > lo) & ~(big <= 0.5 * (n - 1) * small))
+    if candidates.size == 0:
+        return
+    scale = np.maximum(np.abs(hi[candidates]), np.abs(lo[candidates]))
+    C = Z[:, candidates] / scale  # |values| <= 1: no overflow below
+    top = np.where(up[candidates] >= down[candidates], C.argmax(axis=0), C.argmin(axis=0))
+    cols = np.arange(candidates.size)
+    value = C[top, cols]
+    C[top, cols] = np.nan
+    with np.errstate(invalid="ignore"):
+        rest_mean = np.nanmean(C, axis=0)
+        rest_sd = np.sqrt(np.nanmean((C - rest_mean) ** 2, axis=0))
+        distance = np.abs(value - rest_mean)
+        dominated = np.flatnonzero((rest_sd > 0) & (distance > DOMINANCE_BOUND * rest_sd))
+    if dominated.size == 0:
+        return
+    first = dominated[0]
+    j = int(candidates[first])
+    i = int(top[first])
+    others = "" if dominated.size == 1 else (
+        f"; {dominated.size} features are affected: {', '.join(str(int(candidates[c])) for c in dominated[:10])}"
+        + (" ..." if dominated.size > 10 else ""))
+    raise NumericsError(
+        f"X row {_row_label(rows, i)}, feature {j}: the value {Z[i, j]:.6g} lies "
+        f"{distance[first] / rest_sd[first]:.3g} standard deviations of the feature's other {n - 1} values from "
+        f"their mean, so this one value dominates the feature's variance (bound: {DOMINANCE_BOUND:.0e}, see "
+        f"docs/aqi.md) and standardising would reduce the feature to that row{others}. Check the features for a "
+        "corrupt or overflowed value"
+    )
+
+
+def _overflow(Z: np.ndarray, j: int, rows: np.ndarray | None, what: str) -> NumericsError:
+    i = int(np.argmax(np.abs(Z[:, j])))
+    return NumericsError(f"X feature {j}: standardisation overflows float64 ({what}); its largest value is "
+                         f"{Z[i, j]:.6g} at row {_row_label(rows, i)}. Check the features for a corrupt or "
+                         "overflowed value")
+
+
+def preprocess_inplace(Z: np.ndarray, method: str, n_components: int | None, seed: int,
+                       rows: np.ndarray | None = None) -> np.ndarray:
+    """Preprocess the float64 array ``Z [n, d]`` that the caller owns (modified in place).
+
+    ``rows`` maps the rows of ``Z`` to the row numbers that errors name (default: the positions).
+    Raises NumericsError where a single value dominates a feature (:func:`check_dominance`), where
+    standardisation overflows float64, or where a step yields NaN/Inf.
+    """
     if method == "none":
         return Z
     n = Z.shape[0]
-    Z -= Z.mean(axis=0)
-    std = np.sqrt(np.einsum("ij,ij->j", Z, Z) / max(n, 1))
-    keep = std > 1e-12 * (std.max() if std.size else 0.0)
+    hi = Z.max(axis=0)
+    lo = Z.min(axis=0)
+    mean = Z.mean(axis=0)
+    check_dominance(Z, hi, lo, mean, rows)
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(hi - mean) & np.isfinite(mean - lo)))
+    if bad.size:
+        raise _overflow(Z, int(bad[0]), rows, "the mean or the deviations from it")
+    Z -= mean
+    with np.errstate(over="ignore"):
+        std = np.sqrt(np.einsum("ij,ij->j", Z, Z) / max(n, 1))
+    bad = np.flatnonzero(~np.isfinite(std))
+    if bad.size:
+        raise _overflow(Z, int(bad[0]), rows, "the sum of squares")
+    widest = std.max() if std.size else 0.0
+    wide_enough = std > CONSTANT_RATIO * widest
+    varies = hi > lo
+    dropped = np.flatnonzero(varies & ~wide_enough)
+    if dropped.size:
+        j = int(np.argmax(std))
+        i = int(np.argmax(np.abs(Z[:, j])))
+        share = Z[i, j] ** 2 / (n * std[j] ** 2)
+        if share > 0.5:
+            raise NumericsError(
+                f"X row {_row_label(rows, i)}, feature {j}: the value {Z[i, j] + mean[j]:.6g} holds {share:.1%} of "
+                f"the feature's variance and makes its spread more than {1 / CONSTANT_RATIO:.0e} times that of "
+                f"{dropped.size} other non-constant feature(s) (e.g. feature {int(dropped[0])}), which "
+                "standardisation would drop as constant; a single value dominates (see docs/aqi.md). Check the "
+                "features for a corrupt or overflowed value"
+            )
+    keep = wide_enough & varies
     if not keep.all():
         Z = Z[:, keep]
         std = std[keep]
@@ -314,7 +441,11 @@ def preprocess_inplace(Z: np.ndarray, method: str, n_components: int | None, see
     solver = "randomized" if small > 500 and k < 0.8 * small else "full"
     pca = PCA(n_components=k, svd_solver=solver, random_state=seed if solver == "randomized" else None,
               whiten=False, copy=False)
-    return np.ascontiguousarray(pca.fit_transform(Z), dtype=np.float64)
+    out = np.ascontiguousarray(pca.fit_transform(Z), dtype=np.float64)
+    if not np.isfinite(out).all():
+        raise NumericsError(f"X: the PCA of the standardised features gave NaN/Inf ({k} components of "
+                            f"{Z.shape[1]} features, {n} rows)")
+    return out
 
 
 def preprocess_features(X: Any, *, method: str = "standardize", n_components: int | None = 32,
@@ -326,8 +457,8 @@ def preprocess_features(X: Any, *, method: str = "standardize", n_components: in
     X : array [n, d]
         Features (any float dtype; computed in float64).
     method : {"standardize", "none"}
-        ``"standardize"``: z-score every feature over the rows (features with
-        ``std <= 1e-12 * max std`` are dropped), then, if ``n_components`` is not None, project on
+        ``"standardize"``: z-score every feature over the rows (features whose values are all equal,
+        or with ``std <= 1e-12 * max std``, are dropped), then, if ``n_components`` is not None, project on
         the first ``k = min(n_components, n - 1, d_kept)`` principal components (no whitening;
         randomized solver with ``random_state=seed`` when ``min(n, d_kept) > 500`` and
         ``k < 0.8 min(n, d_kept)``, else an exact SVD). ``"none"``: the raw features as float64
@@ -480,9 +611,9 @@ def bc_interval(replicates: np.ndarray, reference: float, confidence: float) -> 
     return float(lo), float(hi)
 
 
-def _undefined_result(n: int, n_s: int, note: str) -> AQIResult:
+def _undefined_result(n: int, n_s: int, note: str, n_features: int = 0) -> AQIResult:
     nan = float("nan")
-    return AQIResult(n=n, n_safe=n_s, n_unsafe=n - n_s, n_features=0, chi=nan, xb=nan, eta2=nan,
+    return AQIResult(n=n, n_safe=n_s, n_unsafe=n - n_s, n_features=n_features, chi=nan, xb=nan, eta2=nan,
                      aqi=nan, ci_low=nan, ci_high=nan, se=nan, null_mean=nan, null_q95=nan,
                      p_value=nan, defined=False, note=note)
 
@@ -516,7 +647,16 @@ def alignment_quality(X: Any, y: Any, *, method: str = "standardize", n_componen
     Returns
     -------
     AQIResult
-        ``defined=False`` with NaN statistics when a class has fewer than 2 rows.
+        ``defined=False`` with NaN statistics and the reason in ``note`` when a class has fewer than
+        2 rows, every row is identical or every feature constant ("no non-constant feature"), the
+        rows of each class are identical ("no within-class spread"), or the class centroids coincide
+        (``D^2 <= 1e-20 W / n``). These checks run once, not per resample.
+
+    Raises
+    ------
+    NumericsError
+        NaN/Inf in ``X``; a single value that dominates a feature, or standardisation that
+        overflows (see :func:`preprocess_inplace`), naming the row of ``X`` and the feature.
 
     Notes
     -----
@@ -540,6 +680,14 @@ def alignment_quality(X: Any, y: Any, *, method: str = "standardize", n_componen
     Null. ``null_mean`` and ``null_q95`` summarise the AQI under label shuffling (its mean is about
     0: ``E[eta2] = 1 / (n - 1)`` exactly); ``p_value = (1 + #(null >= AQI)) / (1 + n_perm)``.
     """
+    return _alignment_quality(X, y, None, method=method, n_components=n_components, n_boot=n_boot,
+                              n_perm=n_perm, confidence=confidence, seed=seed)
+
+
+def _alignment_quality(X: Any, y: Any, row_ids: np.ndarray | None, *, method: str = "standardize",
+                       n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
+                       confidence: float = 0.95, seed: int = 0) -> AQIResult:
+    """:func:`alignment_quality`, with ``row_ids [n]``: the row numbers errors name (default: positions)."""
     check_options(method, n_components)
     if not (0.0 < confidence < 1.0):
         raise ConfigError(f"confidence must lie strictly between 0 and 1; got {confidence!r}")
@@ -556,20 +704,29 @@ def alignment_quality(X: Any, y: Any, *, method: str = "standardize", n_componen
 
     # safe rows first (stable, so rows keep their order within a class), float64, one copy
     order = np.argsort(~yb, kind="stable")
-    Z = preprocess_inplace(ordered_float64(X, order), method, n_components, seed)
+    rows = order if row_ids is None else np.asarray(row_ids)[order]
+    Z = ordered_float64(X, order)
+    note = degenerate_note(Z, n_s)
+    if note is not None:
+        return _undefined_result(n, n_s, note)
+    Z = preprocess_inplace(Z, method, n_components, seed, rows=rows)
     k = Z.shape[1]
-    notes = []
     if k == 0:
-        notes.append("no non-constant feature: no separation")
+        return _undefined_result(n, n_s, "undefined: no non-constant feature (every feature is constant over "
+                                 "these rows)")
     c_s, c_u, rn = two_class_moments(Z, n_s)
     p = n_s / n
     W = float(rn.sum())
     D2 = float(np.sum((c_s - c_u) ** 2))
+    if not (np.isfinite(W) and np.isfinite(D2)):
+        raise NumericsError(f"X: the within-class sum of squares or the centroid distance overflows float64 "
+                            f"(method {method!r}); check the features for a corrupt or overflowed value")
+    if D2 <= COINCIDE_RATIO * W / n:
+        return _undefined_result(n, n_s, "undefined: the class centroids coincide (no difference between the "
+                                 "classes' mean features)", n_features=k)
     xb = float(xb_from(W, D2, n))
     chi, eta2 = _chi_eta_from_xb(xb, p, n)
     aqi = aqi_from_xb(xb, p, n)
-    if D2 == 0.0 and k > 0:
-        notes.append("class centroids coincide")
 
     ss_s, ss_u, ss_p = np.random.SeedSequence(seed).spawn(3)
     ci_low = ci_high = se = float("nan")
@@ -590,7 +747,7 @@ def alignment_quality(X: Any, y: Any, *, method: str = "standardize", n_componen
         p_value = float((1 + np.count_nonzero(null >= aqi)) / (1 + n_perm))
     return AQIResult(n=n, n_safe=n_s, n_unsafe=n_u, n_features=k, chi=chi, xb=xb, eta2=eta2, aqi=aqi,
                      ci_low=float(ci_low), ci_high=float(ci_high), se=se, null_mean=null_mean,
-                     null_q95=null_q95, p_value=p_value, defined=True, note="; ".join(notes))
+                     null_q95=null_q95, p_value=p_value, defined=True, note="")
 
 
 # --------------------------------------------------------------------------------------------
@@ -622,10 +779,10 @@ def score_categories(X: Any, y: Any, categories: Any, *, layer: int | None = Non
     rows = []
     for cat in [*np.unique(cats).tolist(), "overall"]:
         if cat == "overall":
-            res = alignment_quality(X, yb, **kwargs)
+            res = _alignment_quality(X, yb, None, **kwargs)
         else:
             mask = cats == cat
-            res = alignment_quality(X[mask], yb[mask], **kwargs)
+            res = _alignment_quality(X[mask], yb[mask], np.flatnonzero(mask), **kwargs)
         row = {"category": cat}
         if layer is not None:
             row["layer"] = int(layer)
