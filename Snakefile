@@ -51,6 +51,7 @@ rule all:
         rules.baseline_summary.output,
         rules.vectors_summary.output,
         rules.steering_summary.output,
+        rules.operator_summary.output if COMPARED else [],
         rules.transfer_summary.output if PAIRS else [],
         rules.recovery_summary.output,
         rules.collab_summary.output if PAIRINGS else [],

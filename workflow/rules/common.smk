@@ -43,6 +43,7 @@ wildcard_constraints:
     profile=r"[0-9.e+-]+(x[0-9.e+-]+)+",
     lam=r"[0-9.e+-]+",
     name="|".join(REAL_MODELS),
+    operator="add|ablate|ablate_add|conditional",
 
 
 def model_path(key, variant):
@@ -316,3 +317,36 @@ def solo_transcripts(wildcards):
 
 def BY_AGENT(wildcards):
     return wildcards.agent
+
+
+# --- phase 3: steering operators side by side ------------------------------------------------
+
+#: the operators phase 3 runs beside `steering.operator` (which phases 3-5 use)
+COMPARED = [op for op in STEER["compare"] if op != STEER["operator"]]
+
+
+def operator_dir(model, operator):
+    """Where phase 3 keeps one model's files for one operator (the main operator: the phase's own)."""
+    base = f"{RESULTS}/steering/{model}"
+    return base if operator == STEER["operator"] else f"{base}/operators/{operator}"
+
+
+def condition_file(key):
+    return f"{RESULTS}/steering/{key}/condition.safetensors"
+
+
+def operator_inputs(wildcards):
+    """The condition a gated operator needs (none for the others)."""
+    return {"condition": condition_file(wildcards.model)} if wildcards.operator == "conditional" else {}
+
+
+def operator_steering_args(wildcards, input):
+    """steering_args() with the compared operator, and its condition where it has one."""
+    args = f"--inject {layer_args(STEER['layers'])} --operator {wildcards.operator}"
+    args += " --preserve-norm" if STEER["preserve_norm"] else ""
+    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
+
+
+def condition_layer_args():
+    layer = STEER["condition"]["layer"]
+    return "" if layer is None else f"--condition-layer {layer}"

@@ -6,8 +6,10 @@ rule prepare_prompts:
         local_file(config["data"]["prompts"]["source"]),
         code=code("prepare-prompts"),
     output:
-        f"{RESULTS}/data/prompts.parquet",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        calibration=f"{RESULTS}/data/calibration.parquet",
     params:
+        calibration=config["steering"]["condition"]["calibration_per_group"],
         source=config["data"]["prompts"]["source"],
         split=config["data"]["prompts"]["split"],
         per_group=config["data"]["prompts"]["per_group"],
@@ -26,7 +28,8 @@ rule prepare_prompts:
         ENV
     shell:
         "driftlib prepare-prompts --source {params.source:q} --split {params.split:q} "
-        "--per-group {params.per_group} {params.axioms} --seed {params.seed} --out {output} > {log} 2>&1"
+        "--per-group {params.per_group} {params.axioms} --seed {params.seed} --out {output.prompts} "
+        "--calibration-out {output.calibration} --calibration-per-group {params.calibration} > {log} 2>&1"
 
 
 rule prepare_pairs:

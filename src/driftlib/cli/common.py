@@ -73,6 +73,7 @@ def steering_options(p: argparse.ArgumentParser, *, inject_default: list | None 
         p.add_argument("--inject", type=layer, nargs="+", default=inject_default, help="injection layers")
     p.add_argument("--operator", default="add", help="steering operator (driftlib.steer.operators)")
     p.add_argument("--preserve-norm", action="store_true", help="rescale each steered token to its norm")
+    p.add_argument("--condition", default=None, help="the condition of a gated operator (fit-condition output)")
 
 
 def read_options(p: argparse.ArgumentParser) -> None:
@@ -111,9 +112,11 @@ def source(a: argparse.Namespace):
 
 def steering(a: argparse.Namespace):
     """The :class:`~driftlib.steer.spec.SteeringSpec` of :func:`steering_options` (no vectors yet)."""
+    from driftlib.stats.condition import load_condition
     from driftlib.steer.spec import SteeringSpec
 
-    return SteeringSpec(layers=tuple(a.inject), operator=a.operator, preserve_norm=a.preserve_norm)
+    condition = load_condition(a.condition)[0] if a.condition else None
+    return SteeringSpec(layers=tuple(a.inject), operator=a.operator, preserve_norm=a.preserve_norm, condition=condition)
 
 
 def read(a: argparse.Namespace):

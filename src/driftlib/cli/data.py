@@ -10,7 +10,8 @@ from driftlib.cli.common import command, none_or_int
 def prepare_prompts(a: argparse.Namespace) -> None:
     from driftlib.phases.data.prepare import prepare_prompts
 
-    prepare_prompts(source=a.source, split=a.split, per_group=a.per_group, axioms=a.axioms, seed=a.seed, out=a.out)
+    prepare_prompts(source=a.source, split=a.split, per_group=a.per_group, axioms=a.axioms, seed=a.seed, out=a.out,
+                    calibration_out=a.calibration_out, calibration_per_group=a.calibration_per_group)
 
 
 def prepare_pairs(a: argparse.Namespace) -> None:
@@ -27,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--axioms", nargs="+", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--calibration-out", default=None, help="also write calibration prompts, disjoint from --out's")
+    p.add_argument("--calibration-per-group", type=none_or_int, default=None, help="(none: every remaining row)")
 
     p = command(sub, "prepare-pairs", prepare_pairs, "load hh-rlhf-form preference pairs and sample n")
     p.add_argument("--source", default="bundled", help="bundled | FILE | hf:Anthropic/hh-rlhf")

@@ -10,6 +10,7 @@ from driftlib.cli.common import (
     command,
     cost,
     cost_options,
+    layer,
     load_arguments,
     read,
     read_options,
@@ -50,11 +51,49 @@ def cost_command(a: argparse.Namespace) -> None:
              cost=cost(a), batch_size=a.batch_size, seed=a.seed, out=a.out)
 
 
+def fit_condition(a: argparse.Namespace) -> None:
+    from driftlib.phases.same_arch.run import fit_condition
+
+    fit_condition(source=source(a), name=a.name, steering=steering(a), calibration=a.calibration, prompts=a.prompts,
+                  layer=a.condition_layer, batch_size=a.batch_size, max_length=a.max_length,
+                  confidence=a.confidence, out=a.out)
+
+
+def summarize_operators(a: argparse.Namespace) -> None:
+    from driftlib.phases.same_arch.operators import compare_operators
+
+    compare_operators(a.sweep_aqis, a.costs, a.conditions, a.out_dir, max_kl=a.max_kl,
+                      max_repetition_increase=a.max_repetition_increase)
+
+
 def summarize_steering(a: argparse.Namespace) -> None:
     from driftlib.phases.same_arch.summary import summarize_steering
 
     summarize_steering(a.sweeps, a.costs, a.baseline_summary, a.out_dir, max_kl=a.max_kl,
                        max_repetition_increase=a.max_repetition_increase, confidence=a.confidence, seed=a.seed)
+
+
+def _operator_parsers(sub) -> None:
+    p = command(sub, "fit-condition", fit_condition,
+                "phase 3: the condition of conditional steering, fitted on the calibration prompts")
+    load_arguments(p, "hub id or local directory of the model to steer")
+    p.add_argument("--name", required=True)
+    steering_options(p)
+    p.add_argument("--calibration", required=True, help="calibration prompts (prepare-prompts --calibration-out)")
+    p.add_argument("--prompts", required=True, help="evaluation prompts (the condition's accuracy is measured on them)")
+    p.add_argument("--condition-layer", type=layer, default=None, help="default: the first injection layer")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--confidence", type=float, default=0.95)
+    p.add_argument("--out", required=True)
+
+    p = command(sub, "summarize-operators", summarize_operators,
+                "phase 3: the steering operators side by side (AQI along lambda, best lambda, condition accuracy)")
+    p.add_argument("--sweep-aqis", nargs="+", required=True, help="score-sweep tables, one per model and operator")
+    p.add_argument("--costs", nargs="+", required=True, help="cost tables, in the same order")
+    p.add_argument("--conditions", nargs="*", default=[], help="fit-condition files")
+    bound_options(p)
+    p.add_argument("--out-dir", required=True)
 
 
 def register(sub) -> None:
@@ -73,6 +112,8 @@ def register(sub) -> None:
     p.add_argument("--producer", default="sweep_same_arch", help="the rule that wrote the sweep (named in errors)")
     aqi_options(p)
     p.add_argument("--out", required=True)
+
+    _operator_parsers(sub)
 
     p = command(sub, "summarize-steering", summarize_steering, "phase 3 summary: curves, rho, best lambda, plots")
     p.add_argument("--sweeps", nargs="+", required=True)

@@ -187,6 +187,7 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
             eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
                                       n_boot=n_boot, confidence=confidence, seed=seed)
             rows.append({"source": t_meta.get("source", ""), "target": t_meta.get("model", ""), "method": m,
+                         "operator": t_meta.get("operator", "add"),
                          "vector": vector, "lam": float(lam), "own_lam": float(own_lam),
                          "layer": int(t_meta["measure_layers"][primary]),
                          "gain": eff["gain_mapped"], "gain_ci_low": eff["gain_mapped_ci"][0],

@@ -15,8 +15,15 @@ __all__ = ["prepare_pairs", "prepare_prompts"]
 
 
 def prepare_prompts(*, source: str, split: str, per_group: int | None, axioms: Sequence[str] | None, seed: int,
-                    out: str | Path) -> None:
-    """Load LITMUS-form prompts from ``source`` and sample ``per_group`` per (axiom, label)."""
+                    out: str | Path, calibration_out: str | Path | None = None,
+                    calibration_per_group: int | None = None) -> None:
+    """Load LITMUS-form prompts from ``source`` and sample ``per_group`` per (axiom, label).
+
+    With ``calibration_out``, also write the calibration prompts (what conditional steering fits
+    its condition on): ``calibration_per_group`` per (axiom, label) drawn, with another seed, from
+    the rows of the same source that are not evaluation prompts (no shared id, no shared text);
+    ``None`` takes every remaining row.
+    """
     from driftlib.datasets.prompts import load_prompts, sample_balanced
 
     df, load_report = load_prompts(source, split=split)
@@ -25,6 +32,15 @@ def prepare_prompts(*, source: str, split: str, per_group: int | None, axioms: S
             "sampling": sample_report, "dataset_fingerprint": fingerprint(sample)}
     write_table(sample, out, metadata=meta)
     log.info("wrote %d prompts to %s", len(sample), out)
+    if calibration_out is None:
+        return
+    rest = df[~df["id"].isin(set(sample["id"])) & ~df["text"].isin(set(sample["text"]))]
+    calibration, report = sample_balanced(rest, calibration_per_group, seed + 1, axioms=axioms)
+    write_table(calibration, calibration_out, metadata={
+        "source": source, "split": split, "per_group": calibration_per_group, "seed": seed + 1, "sampling": report,
+        "disjoint_from": fingerprint(sample), "dataset_fingerprint": fingerprint(calibration)})
+    log.info("wrote %d calibration prompts (disjoint from the evaluation prompts) to %s", len(calibration),
+             calibration_out)
 
 
 def prepare_pairs(*, source: str, data_dir: str | None, split: str, n: int | None, seed: int,

@@ -99,6 +99,7 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
                                 n_boot=n_boot, confidence=confidence, seed=seed)
         note = recovery_note(r, confidence)
         rows.append({"model": meta.get("model", ""), "steps": int(steps), "vector": vector,
+                     "operator": meta.get("operator", "add"),
                      "source": meta.get("sources", {}).get(vector, ""), "lam": float(lam), "layer": layer,
                      "drop": r["gain_own"], "drop_ci_low": r["gain_own_ci"][0], "drop_ci_high": r["gain_own_ci"][1],
                      "gain": r["gain_mapped"], "gain_ci_low": r["gain_mapped_ci"][0],

@@ -63,12 +63,13 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                 frames.append(table)
     result = pd.concat(frames, ignore_index=True)
     result.insert(0, "primary", result["layer"] == layers[0])
+    result.insert(0, "operator", meta.get("operator", "add"))
     result.insert(0, "model", meta.get("model", ""))
     if out is not None:
         write_table(result, out, metadata={"method": method, "n_components": n_components, "n_boot": n_boot,
                                            "n_perm": n_perm, "confidence": confidence, "seed": seed,
                                            "kind": meta.get("kind", ""), "inject_layers": meta.get("inject_layers", []),
-                                           "steps": meta.get("steps", "")})
+                                           "steps": meta.get("steps", ""), "operator": meta.get("operator", "add")})
     return result
 
 

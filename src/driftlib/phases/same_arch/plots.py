@@ -64,3 +64,39 @@ def steering_axioms(rows: pd.DataFrame, path: str | Path, *, title: str) -> None
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path)
+
+
+#: a colour per steering operator
+OPERATOR_COLORS = {"add": "#3182bd", "conditional": "#e6550d", "ablate": "#31a354", "ablate_add": "#756bb1"}
+
+
+def operator_curves(curves: pd.DataFrame, table: pd.DataFrame, path: str | Path) -> None:
+    """AQI against lambda per steering operator (own vector, with intervals; the random control
+    dashed), one panel per model; a conditional curve's label carries its condition's accuracy."""
+    plt = pyplot()
+    models = sorted(curves["model"].unique())
+    cols = min(3, len(models))
+    rows = int(np.ceil(len(models) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, model in zip(axes.flat, models):
+        for (operator, vector), sub in curves[curves["model"] == model].groupby(["operator", "vector"]):
+            sub = sub.sort_values("lam")
+            color = OPERATOR_COLORS.get(operator, "#636363")
+            label = None
+            if vector == "own":
+                label = operator
+                acc = table[(table["model"] == model) & (table["operator"] == operator)]["condition_accuracy"]
+                if operator == "conditional" and len(acc) and np.isfinite(acc.iloc[0]):
+                    label += f" (condition acc. {acc.iloc[0]:.2f})"
+                ax.fill_between(sub["lam"], sub["ci_low"], sub["ci_high"], color=color, alpha=0.15)
+            ax.plot(sub["lam"], sub["aqi"], color=color, ls="-" if vector == "own" else "--",
+                    marker="o" if vector == "own" else None, ms=3, label=label)
+        ax.set_title(model, fontsize=10)
+        ax.set_xlabel("lambda")
+        ax.set_ylabel("overall AQI")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(models):]:
+        ax.axis("off")
+    fig.suptitle("AQI against lambda per steering operator (dashed: random vector of the same norms)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # annotations only; the functions import what they run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["cost", "own_and_random", "sweep"]
+__all__ = ["cost", "fit_condition", "own_and_random", "sweep"]
 
 
 def own_and_random(source: ModelSource, vectors: str | Path, kind: str | None, steering: SteeringSpec,
@@ -56,3 +56,40 @@ def cost(*, source: ModelSource, name: str, vectors: str | Path, kind: str | Non
     rows = cost_rows(model, tokenizer, named, lambdas, cost, batch_size=batch_size)
     write_table(pd.DataFrame(rows), out, metadata={"model": name, "kind": kind, **cost.metadata(), "seed": seed,
                                                    **steering.metadata()})
+
+
+def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, calibration: str | Path,
+                  prompts: str | Path, layer: int | float | None, batch_size: int, max_length: int,
+                  confidence: float, out: str | Path) -> None:
+    """The condition of conditional steering for one model: its direction and threshold fitted on
+    the calibration prompts' states at the condition layer (last real token), and its accuracy on
+    the evaluation prompts, with a Wilson interval (stored in the file's metadata)."""
+    from driftlib.core.artifacts import read_table
+    from driftlib.core.layerspec import resolve_layers
+    from driftlib.datasets.prompts import PROMPT_COLUMNS
+    from driftlib.model.forward import extract_hidden_states
+    from driftlib.model.layers import num_layers
+    from driftlib.stats.condition import condition_accuracy, save_condition
+    from driftlib.stats.condition import fit_condition as fit
+
+    cal, cal_meta = read_table(calibration, columns=PROMPT_COLUMNS, producer="prepare_prompts")
+    ev, ev_meta = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
+    model, tokenizer = source.load()
+    depth = num_layers(model)
+    inject = resolve_layers(list(steering.layers), depth, key="steering.layers")
+    block = min(inject) if layer is None else resolve_layers([layer], depth, key="steering.condition.layer")[0]
+
+    def states(table):
+        return extract_hidden_states(model, tokenizer, table["text"].tolist(), [block], pooling="last",
+                                     batch_size=batch_size, max_length=max_length,
+                                     model_name=f"{name} (condition)")[:, 0, :]
+
+    condition = fit(states(cal), (cal["safety_label"] == "unsafe").to_numpy(), layer=block)
+    acc = condition_accuracy(condition, states(ev), (ev["safety_label"] == "unsafe").to_numpy(), confidence=confidence)
+    save_condition(out, condition, metadata={
+        "model": name, "model_source": source.path, "inject_layers": inject, **acc.record(), "confidence": confidence,
+        "calibration_fingerprint": cal_meta.get("dataset_fingerprint", ""),
+        "dataset_fingerprint": ev_meta.get("dataset_fingerprint", "")})
+    log.info("%s: condition at block %d, calibration balanced accuracy %.3f (n=%d), evaluation accuracy %.3f "
+             "[%.3f, %.3f]", name, block, condition.calibration_accuracy, condition.n_calibration, acc.accuracy,
+             acc.ci_low, acc.ci_high)
