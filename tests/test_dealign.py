@@ -328,3 +328,16 @@ def test_missing_or_malformed_adapters_are_artifact_errors(trained, aligned_dir:
     with pytest.raises(ArtifactError, match="does not load onto|do not match") as info:
         dealign.load_dealigned(str(other), str(out / "steps2"), device="cpu")
     assert "train_dealign" in str(info.value)
+
+
+def test_adapter_config_is_written_in_one_order(tmp_path) -> None:
+    """peft keeps target_modules as a set; the saved config lists them sorted, keys sorted, so two
+    runs of the same training write the same bytes."""
+    path = tmp_path / "adapter_config.json"
+    path.write_text(json.dumps({"target_modules": ["v_proj", "qkv_proj", "q_proj"], "r": 8, "alpha": 16}))
+    dealign.sort_adapter_config(path)
+    first = path.read_bytes()
+    assert json.loads(first)["target_modules"] == ["q_proj", "qkv_proj", "v_proj"]
+    path.write_text(json.dumps({"r": 8, "target_modules": ["q_proj", "v_proj", "qkv_proj"], "alpha": 16}))
+    dealign.sort_adapter_config(path)
+    assert path.read_bytes() == first

@@ -293,6 +293,14 @@ def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None
                     "recovery_summary": 1}
 
 
+def test_comparing_operators_adds_only_phase_3_jobs(finished: Path) -> None:
+    """steering.compare: the compared operators' sweeps, costs and scores per model, a condition per
+    model for the conditional one, and the comparison; nothing of phases 4-6 re-runs."""
+    jobs = planned_after(finished, lambda c: c["steering"].update(compare=["conditional", "ablate"]))
+    assert jobs == {"fit_condition": 2, "sweep_operator": 4, "cost_operator": 4, "score_operator": 4,
+                    "operator_summary": 1, "all": 1}
+
+
 #: every rule that steers (sweeps, cost, agents), with everything downstream of them
 AFTER_STEERING = {"sweep_same_arch": 2, "capability_cost": 2, "score_sweep": 2, "steering_summary": 1,
                   "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1,

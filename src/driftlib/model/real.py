@@ -141,10 +141,11 @@ def materialize(name: str, out_dir: str | Path, *, work_dir: str | Path | None =
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        record["seconds"] = round(time.perf_counter() - start, 1)
         write_json(record, Path(tmp) / "driftlib_real.json")
+        # the time it took stays out of the record (which the build's outputs are compared by)
+        write_json({"seconds": round(time.perf_counter() - start, 1)}, Path(tmp) / "timing.json")
     logger.info("real:%s: %s, %d blocks x %d, %.1fs -> %s", name, record["model_type"], record["num_hidden_layers"],
-                record["hidden_size"], record["seconds"], out)
+                record["hidden_size"], time.perf_counter() - start, out)
     return record
 
 

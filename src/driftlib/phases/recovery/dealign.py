@@ -299,6 +299,16 @@ def _versions() -> dict[str, str]:
             "torch_version": torch.__version__, "transformers_version": transformers.__version__}
 
 
+def sort_adapter_config(path: Path) -> None:
+    """Rewrite peft's ``adapter_config.json`` with ``target_modules`` sorted and keys in order: peft
+    keeps the modules as a set, whose order changes from one process to the next, so two runs of
+    the same training would write different files."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def train_dealign_lora(model_dir: str, rejected: Sequence[str], out_dir: str, *,
                        steps: Sequence[int] = (20, 60), rank: int = 8, alpha: int = 16,
                        dropout: float = 0.0, lr: float = 1e-3, batch_size: int = 8,
@@ -386,6 +396,7 @@ def train_dealign_lora(model_dir: str, rejected: Sequence[str], out_dir: str, *,
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
             if step in save_at:
                 peft_model.save_pretrained(str(tmp / f"steps{step}"))
+                sort_adapter_config(tmp / f"steps{step}" / ADAPTER_CONFIG)
                 rejected_loss[str(step)] = _mean_loss(peft_model, rows, batch_size, pad_id)
         peft_model.eval()
         record = {
