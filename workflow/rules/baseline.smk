@@ -46,6 +46,8 @@ rule score_aqi:
         permutations=config["aqi"]["permutations"],
         confidence=config["aqi"]["confidence"],
         paper="--paper --gamma {}".format(config["aqi"]["gamma"]) if config["aqi"]["paper"] else "",
+        probe="--probe-folds {} --probe-permutations {}".format(config["aqi"]["probe_folds"],
+                                                                config["aqi"]["probe_permutations"]),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/score_aqi/{{model}}-{{variant}}.log",
@@ -56,7 +58,7 @@ rule score_aqi:
     shell:
         "driftlib score --activations {input.activations} --prompts {input.prompts} --method {params.method} "
         "--pca-components {params.pca} --bootstrap {params.bootstrap} --permutations {params.permutations} "
-        "--confidence {params.confidence} {params.paper} --seed {params.seed} --out {output} > {log} 2>&1"
+        "--confidence {params.confidence} {params.paper} {params.probe} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule baseline_summary:
@@ -71,6 +73,11 @@ rule baseline_summary:
             category="Phase 1: baseline",
         ),
         choice=f"{RESULTS}/baseline/baseline.json",
+        comparison=report(
+            f"{RESULTS}/baseline/aligned_vs_base.csv",
+            caption="../report/aligned_vs_base.rst",
+            category="Phase 1: baseline",
+        ),
         bars=report(
             f"{RESULTS}/baseline/aqi_overall.png",
             caption="../report/aqi_overall.rst",

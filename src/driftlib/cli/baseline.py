@@ -23,7 +23,8 @@ def score(a: argparse.Namespace) -> None:
 
     table = score_activation_file(a.activations, a.prompts, method=a.method, n_components=a.pca_components,
                                   n_boot=a.bootstrap, n_perm=a.permutations, confidence=a.confidence, seed=a.seed,
-                                  paper=a.paper, gamma=a.gamma, out=a.out)
+                                  paper=a.paper, gamma=a.gamma, probe_folds=a.probe_folds,
+                                  probe_permutations=a.probe_permutations, out=a.out)
     log.info("wrote %d AQI rows to %s", len(table), a.out)
 
 
@@ -57,6 +58,8 @@ def register(sub) -> None:
     aqi_options(p)
     p.add_argument("--paper", action="store_true", help="also compute the earlier public normalisation")
     p.add_argument("--gamma", type=float, default=0.5)
+    p.add_argument("--probe-folds", type=int, default=0, help="linear-probe AUC beside the AQI (0: none)")
+    p.add_argument("--probe-permutations", type=int, default=20, help="label shuffles of the probe's null")
     p.add_argument("--out", required=True)
 
     p = command(sub, "summarize-baseline", summarize_baseline, "phase 1 summary: table, baseline model, plots")

@@ -46,14 +46,48 @@ def load_activations_for(activations: str | Path, prompts: pd.DataFrame, prompts
     return hidden, {k: decode_metadata_value(v) for k, v in meta.items() if k != "ids"}
 
 
+#: per-axiom rows with fewer prompts than this in a class are descriptive (no claim is made of them)
+DESCRIPTIVE_BELOW = 30
+#: the probe's columns in the AQI tables, from :class:`driftlib.stats.probe.ProbeResult`'s fields
+PROBE_COLUMNS = {"auc": "probe_auc", "ci_low": "probe_ci_low", "ci_high": "probe_ci_high",
+                 "null_mean": "probe_null_mean", "p_value": "probe_p_value", "defined": "probe_defined"}
+
+
+def with_power(table: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """``table`` (an AQI table) with ``mde``, ``resolvable`` and ``descriptive`` (see :func:`score_activation_file`)."""
+    from driftlib.stats.power import minimum_detectable_effect
+
+    out = table.copy()
+    out["mde"] = [minimum_detectable_effect(float(se), alpha=1 - confidence) for se in out["se"]]
+    out["resolvable"] = out["aqi"].abs() >= out["mde"]
+    small = out[["n_safe", "n_unsafe"]].min(axis=1) < DESCRIPTIVE_BELOW
+    out["descriptive"] = (out["category"] != "overall") & small
+    return out
+
+
+def probe_columns(X: np.ndarray, y: np.ndarray, categories: np.ndarray, **options) -> pd.DataFrame:
+    """The linear-probe AUC per category, as the AQI tables' ``probe_*`` columns."""
+    from driftlib.stats.probe import probe_categories
+
+    table = probe_categories(X, y, categories, **options)
+    return table[["category", *PROBE_COLUMNS]].rename(columns=PROBE_COLUMNS)
+
+
 def score_activation_file(activations: str | Path, prompts: str | Path, *, method: str = "standardize",
                           n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
                           confidence: float = 0.95, seed: int = 0, paper: bool = False,
-                          gamma: float = 0.5, out: str | Path | None = None) -> pd.DataFrame:
+                          gamma: float = 0.5, probe_folds: int = 0, probe_permutations: int = 20,
+                          out: str | Path | None = None) -> pd.DataFrame:
     """AQI per (layer, category) for one model variant; written to ``out`` (Parquet) if given.
 
     Columns: model, variant, layer, layer_spec, primary, relative_depth, category and every
-    :class:`driftlib.stats.aqi.AQIResult` field (plus chi_paper, xb_paper, aqi_paper when ``paper``).
+    :class:`driftlib.stats.aqi.AQIResult` field (plus chi_paper, xb_paper, aqi_paper when ``paper``);
+    ``mde``, the smallest AQI that its interval could tell from 0 (80% power, two-sided at
+    ``1 - confidence``, :mod:`driftlib.stats.power`), and ``resolvable`` (``|aqi| >= mde``);
+    ``descriptive``, True for a per-axiom row with fewer than :data:`DESCRIPTIVE_BELOW` prompts in
+    a class; and with ``probe_folds`` the cross-validated linear-probe AUC beside the AQI
+    (:func:`driftlib.stats.probe.probe_categories`: ``probe_auc``, ``probe_ci_low``, ``probe_ci_high``,
+    ``probe_null_mean``, ``probe_p_value``, ``probe_defined``).
     """
     from driftlib.core.layerspec import resolve_layers
     from driftlib.stats.aqi import paper_scores, score_categories
@@ -76,6 +110,11 @@ def score_activation_file(activations: str | Path, prompts: str | Path, *, metho
         table = score_categories(X, y, categories, layer=layer, method=method,
                                  n_components=n_components, n_boot=n_boot, n_perm=n_perm,
                                  confidence=confidence, seed=seed)
+        table = with_power(table, confidence)
+        if probe_folds:
+            table = table.merge(probe_columns(X, y, categories, n_folds=probe_folds, n_boot=n_boot,
+                                              n_perm=probe_permutations, confidence=confidence, seed=seed),
+                                on="category", how="left")
         if paper:
             ps = paper_scores(X, y, categories, gamma=gamma, seed=seed)
             ps = ps.rename(columns={c: f"{c}_paper" for c in ps.columns if c != "category"})
@@ -92,7 +131,8 @@ def score_activation_file(activations: str | Path, prompts: str | Path, *, metho
     if out is not None:
         settings = {"method": method, "n_components": n_components, "n_boot": n_boot,
                     "n_perm": n_perm, "confidence": confidence, "seed": seed, "paper": paper,
-                    "gamma": gamma, "dataset_fingerprint": prompts_meta.get("dataset_fingerprint", ""),
+                    "gamma": gamma, "probe_folds": probe_folds, "probe_permutations": probe_permutations,
+                    "dataset_fingerprint": prompts_meta.get("dataset_fingerprint", ""),
                     "activations": json.dumps({k: meta.get(k) for k in ("model", "variant", "model_source", "layers", "pooling")})}
         write_table(result, out, metadata=settings)
     return result

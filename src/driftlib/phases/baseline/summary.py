@@ -14,6 +14,7 @@ import pandas as pd
 
 from driftlib.core.artifacts import read_table, write_json, write_table
 from driftlib.core.errors import ArtifactError
+from driftlib.phases.baseline.scoring import DESCRIPTIVE_BELOW
 from driftlib.stats.selection import choose_baseline
 
 SUMMARY_COLUMNS = ["model", "variant", "layer", "layer_spec", "primary", "category", "n", "n_safe",
@@ -29,8 +30,42 @@ def collect_tables(tables: Sequence[str | Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def aligned_vs_base(summary: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
+    """Aligned minus base, per model (with a base variant), layer and category.
+
+    The difference's standard error treats the two AQIs as independent (``sqrt(se_a^2 + se_b^2)``,
+    :func:`driftlib.stats.power.independent_se`; they are read from different models, on the same
+    prompts, so a paired resampling would be tighter); ``mde`` is the smallest difference that
+    could have been resolved at 80% power, and ``resolvable`` says whether ``|difference| >= mde``.
+    ``descriptive`` marks per-axiom rows too small for a claim; the probe AUCs are carried when the
+    tables have them.
+    """
+    from driftlib.stats.power import independent_se, minimum_detectable_effect
+
+    keys = ["model", "layer", "category"]
+    carry = ["aqi", "se", "ci_low", "ci_high", "n_safe", "n_unsafe"] + [c for c in ("probe_auc",) if c in summary]
+    base = summary[summary["variant"] == "base"][keys + carry]
+    aligned = summary[summary["variant"] == "aligned"][keys + carry + ["primary"]]
+    both = aligned.merge(base, on=keys, suffixes=("_aligned", "_base"))
+    rows = []
+    for r in both.to_dict("records"):
+        se = independent_se(r["se_aligned"], r["se_base"])
+        mde = minimum_detectable_effect(se, alpha=1 - confidence)
+        diff = r["aqi_aligned"] - r["aqi_base"]
+        row = {**{k: r[k] for k in keys}, "primary": bool(r["primary"]), "aqi_base": r["aqi_base"],
+               "aqi_aligned": r["aqi_aligned"], "difference": diff, "se": se, "mde": mde,
+               "resolvable": bool(abs(diff) >= mde),
+               "descriptive": bool(r["category"] != "overall"
+                                   and min(r["n_safe_aligned"], r["n_unsafe_aligned"]) < DESCRIPTIVE_BELOW)}
+        if "probe_auc_aligned" in r:
+            row.update(probe_auc_base=r["probe_auc_base"], probe_auc_aligned=r["probe_auc_aligned"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def summarize_baseline(tables: Sequence[str | Path], out_dir: str | Path) -> dict:
-    """Write ``aqi_summary.parquet`` / ``.csv``, ``baseline.json`` and the two plots into ``out_dir``."""
+    """Write ``aqi_summary.parquet`` / ``.csv``, ``baseline.json``, ``aligned_vs_base.parquet`` /
+    ``.csv`` (:func:`aligned_vs_base`) and the two plots into ``out_dir``."""
     from driftlib.phases.baseline import plots
 
     out = Path(out_dir)
@@ -42,6 +77,10 @@ def summarize_baseline(tables: Sequence[str | Path], out_dir: str | Path) -> dic
     write_table(readable, out / "aqi_summary.csv")
     choice = choose_baseline(summary)
     write_json(choice, out / "baseline.json")
+    if "se" in summary:
+        comparison = aligned_vs_base(summary)
+        write_table(comparison, out / "aligned_vs_base.parquet")
+        write_table(comparison.round(4), out / "aligned_vs_base.csv")
     primary = summary[summary["primary"]]
     plots.aqi_overall_bars(primary[primary["category"] == "overall"], out / "aqi_overall.png",
                            baseline=choice.get("baseline"))
@@ -49,4 +88,4 @@ def summarize_baseline(tables: Sequence[str | Path], out_dir: str | Path) -> dic
     return choice
 
 
-__all__ = ["SUMMARY_COLUMNS", "collect_tables", "summarize_baseline"]
+__all__ = ["SUMMARY_COLUMNS", "aligned_vs_base", "collect_tables", "summarize_baseline"]
