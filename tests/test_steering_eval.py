@@ -91,3 +91,27 @@ def test_best_in_bound_counts_repetition_above_lambda_zero():
     assert best.best_outside["lambda"] == 2.0
     # an uncosted control: the highest AQI
     assert best_in_bound(curve, None, 0.5, 0.2).lam == 2.0
+
+
+def test_paired_gains_over_lambda_zero() -> None:
+    """Each lambda against lambda 0 on the same prompts: the gain is the AQI difference, and a planted
+    class shift is resolved where a tiny common perturbation is not."""
+    from driftlib.phases.same_arch.evaluate import paired_gains
+    from driftlib.stats.aqi import alignment_quality
+
+    rng = np.random.default_rng(0)
+    n, d = 120, 8
+    y = np.repeat([1, 0], n // 2)
+    base = rng.standard_normal((n, d))
+    shift = np.zeros(d)
+    shift[0] = 1.5
+    h = np.stack([base, base + 1e-3 * rng.standard_normal((n, d)), base + np.outer(y == 0, shift)])[:, :, None, :]
+    got = paired_gains(h, y, [0.0, 0.5, 1.0], 3, method="standardize", n_components=None, n_boot=300,
+                       confidence=0.95, seed=0).set_index("lam")
+    a0 = alignment_quality(base, y, n_components=None, n_boot=10, n_perm=0).aqi
+    a1 = alignment_quality(h[2, :, 0], y, n_components=None, n_boot=10, n_perm=0).aqi
+    assert got.loc[1.0, "gain"] == pytest.approx(a1 - a0, rel=1e-9)
+    assert bool(got.loc[1.0, "gain_resolvable"]) and got.loc[1.0, "gain_ci_low"] > 0
+    assert got.loc[1.0, "gain_p"] == pytest.approx(1 / 301)
+    assert not bool(got.loc[0.5, "gain_resolvable"])
+    assert got.loc[0.5, "gain_ci_low"] <= 0 <= got.loc[0.5, "gain_ci_high"]

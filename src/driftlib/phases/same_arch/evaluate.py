@@ -62,6 +62,10 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                 table.insert(0, "vector", vector)
                 frames.append(table)
     result = pd.concat(frames, ignore_index=True)
+    if "own" in vectors and 0.0 in lambdas:
+        result = result.merge(paired_gains(arrays["own"], y, lambdas, layers[0], method=method,
+                                           n_components=n_components, n_boot=n_boot, confidence=confidence, seed=seed),
+                              on=["vector", "lam", "layer", "category"], how="left")
     result.insert(0, "primary", result["layer"] == layers[0])
     result.insert(0, "operator", meta.get("operator", "add"))
     result.insert(0, "model", meta.get("model", ""))
@@ -71,6 +75,37 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                                            "kind": meta.get("kind", ""), "inject_layers": meta.get("inject_layers", []),
                                            "steps": meta.get("steps", ""), "operator": meta.get("operator", "add")})
     return result
+
+
+#: the paired comparison of each lambda with lambda 0 (phase 3's own vector, primary layer, overall)
+GAIN_COLUMNS = ["gain", "gain_ci_low", "gain_ci_high", "gain_p", "gain_p_floor", "gain_mde", "gain_resolvable"]
+
+
+def paired_gains(h: np.ndarray, y: np.ndarray, lambdas: list[float], layer: int, *, method: str,
+                 n_components: int | None, n_boot: int, confidence: float, seed: int) -> pd.DataFrame:
+    """AQI(lambda) − AQI(0) of the own vector on the same prompts, for every lambda, from a paired
+    bootstrap (:func:`driftlib.stats.paired.paired_difference`: the interval and the test come from
+    the same draws, so they agree; ``gain_p_floor`` is the smallest p the draws can give), with the
+    minimum detectable effect and whether the gain reaches it.
+
+    Args:
+        h: the sweep's own-vector states ``[n_lambdas, n, n_layers, d]`` (the primary layer is index 0).
+        y: ``[n]`` labels, 1 = safe.
+    """
+    from driftlib.stats.paired import paired_difference
+
+    zero = lambdas.index(0.0)
+    rows = []
+    for i, lam in enumerate(lambdas):
+        if i == zero:
+            continue
+        r = paired_difference(None, h[i, :, 0, :], h[zero, :, 0, :], y, n_boot=n_boot, confidence=confidence,
+                              seed=seed, method=method, n_components=n_components)
+        rows.append({"vector": "own", "lam": float(lam), "layer": int(layer), "category": "overall",
+                     "gain": r.difference, "gain_ci_low": r.ci_low, "gain_ci_high": r.ci_high, "gain_p": r.p_value,
+                     "gain_p_floor": r.p_floor, "gain_mde": r.mde,
+                     "gain_resolvable": bool(r.defined and abs(r.difference) >= r.mde)})
+    return pd.DataFrame(rows, columns=["vector", "lam", "layer", "category", *GAIN_COLUMNS])
 
 
 def spearman_interval(lams: Sequence[float], aqi: Sequence[float], se: Sequence[float], *,

@@ -26,7 +26,8 @@ __all__ = ["COMPARISON_COLUMNS", "compare_operators"]
 #: one row per (model, operator)
 COMPARISON_COLUMNS = [
     "model", "operator", "aqi_0", "aqi_0_ci_low", "aqi_0_ci_high", "best_lam", "aqi_best", "aqi_best_ci_low",
-    "aqi_best_ci_high", "gain", "gain_resolved", "random_aqi_at_best", "max_aqi", "max_aqi_lam",
+    "aqi_best_ci_high", "gain", "gain_ci_low", "gain_ci_high", "gain_p", "gain_mde", "gain_resolvable",
+    "random_aqi_at_best", "max_aqi", "max_aqi_lam",
     "condition_accuracy", "condition_ci_low", "condition_ci_high", "condition_n", "note",
 ]
 
@@ -91,7 +92,7 @@ def compare_operators(sweep_aqis: Sequence[str | Path], costs: Sequence[str | Pa
     rows, curves = [], []
     for aqi_path, cost_path in zip(sweep_aqis, costs):
         aqi = read_table(aqi_path, columns=["model", "operator", "vector", "lam", "category", "aqi", "ci_low",
-                                            "ci_high", "primary"], producer="score_sweep")[0]
+                                            "ci_high", "primary", "gain"], producer="score_sweep")[0]
         cost = read_table(cost_path, columns=["vector", "lam", "kl", "repetition"], producer="capability_cost")[0]
         row, curve = _row(aqi, cost, found, max_kl, max_repetition_increase)
         rows.append(row)
