@@ -352,7 +352,8 @@ def test_cli_step_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -
     cmd = [str(BIN / "driftlib"), "-q", "score",
            "--activations", str(finished / "results/activations/llama/aligned/prompts.safetensors"),
            "--prompts", str(finished / "results/data/prompts.parquet"), "--pca-components", "8",
-           "--bootstrap", "200", "--permutations", "50", "--seed", "0", "--out", str(out)]
+           "--bootstrap", "200", "--permutations", "50", "--probe-folds", "5", "--probe-permutations", "20",
+           "--seed", "0", "--out", str(out)]
     subprocess.run(cmd, check=True, timeout=300)
     pd.testing.assert_frame_equal(pd.read_parquet(out),
                                   pd.read_parquet(finished / "results/aqi/llama/aligned.parquet"))
