@@ -258,6 +258,24 @@ def test_interrupted_run_matches_the_uninterrupted_one(runs: Runs) -> None:
         assert canonical_json(a / name) == canonical_json(b / name), name
 
 
+def test_every_artifact_of_the_interrupted_run_is_byte_identical(runs: Runs) -> None:
+    """Not only the same values: the same bytes, file by file (tables, tensors, records, models,
+    plots), so a colleague's checksum of a result means the same result; logs and benchmark times
+    are the run's own and are left out, and so are timing.json files, which nothing depends on."""
+    def files(root: Path) -> dict[str, bytes]:
+        out = {}
+        for p in sorted((root / "results").rglob("*")):
+            rel = p.relative_to(root)
+            if p.is_file() and rel.parts[1] not in ("logs", "benchmarks") and p.name != "timing.json":
+                out[str(rel)] = p.read_bytes()
+        return out
+
+    a, b = files(runs.reference), files(runs.interrupted)
+    assert sorted(a) == sorted(b)
+    differ = [name for name in a if a[name] != b[name]]
+    assert differ == []
+
+
 def test_two_runs_with_one_seed_give_identical_summaries(runs: Runs) -> None:
     """Determinism: two runs from scratch of the tiny workflow with seed 0 give identical tables
     (all tables are compared above; these are the phase-1 and phase-3 summaries)."""
