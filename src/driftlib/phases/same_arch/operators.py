@@ -42,6 +42,11 @@ def _conditions(paths: Sequence[str | Path]) -> dict[str, dict]:
     return out
 
 
+def _flag(value: object) -> bool:
+    """A bool column's value (a missing one, NaN after a merge, is False)."""
+    return isinstance(value, (bool, np.bool_)) and bool(value)
+
+
 def _row(aqi: pd.DataFrame, cost: pd.DataFrame, conditions: dict[str, dict], max_kl: float,
          max_repetition_increase: float) -> tuple[dict, pd.DataFrame]:
     model, operator = str(aqi["model"].iloc[0]), str(aqi["operator"].iloc[0])
@@ -57,8 +62,10 @@ def _row(aqi: pd.DataFrame, cost: pd.DataFrame, conditions: dict[str, dict], max
         "model": model, "operator": operator, "aqi_0": zero["aqi"], "aqi_0_ci_low": zero["ci_low"],
         "aqi_0_ci_high": zero["ci_high"], "best_lam": best_lam, "aqi_best": best["aqi"],
         "aqi_best_ci_low": best["ci_low"], "aqi_best_ci_high": best["ci_high"], "gain": best["aqi"] - zero["aqi"],
-        # the two intervals do not overlap: a conservative reading of a paired difference
-        "gain_resolved": bool(best_lam != 0.0 and (best["ci_low"] > zero["ci_high"] or best["ci_high"] < zero["ci_low"])),
+        # the paired comparison with lambda 0 on the same prompts (score-sweep's gain columns)
+        "gain_ci_low": best.get("gain_ci_low", np.nan), "gain_ci_high": best.get("gain_ci_high", np.nan),
+        "gain_p": best.get("gain_p", np.nan), "gain_mde": best.get("gain_mde", np.nan),
+        "gain_resolvable": bool(best_lam != 0.0 and _flag(best.get("gain_resolvable"))),
         "random_aqi_at_best": float(rnd.set_index("lam")["aqi"].get(best_lam, np.nan)),
         "max_aqi": np.nan if top is None else top["aqi"], "max_aqi_lam": np.nan if top is None else top["lam"],
         "condition_accuracy": cond.get("condition_accuracy", np.nan),

@@ -1,0 +1,41 @@
+"""Phase 3's operator comparison from constructed score and cost tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftlib.core.artifacts import read_table, write_table
+from driftlib.phases.same_arch.operators import compare_operators
+
+
+def _tables(tmp_path, operator: str, aqis: list[float], gains: list[float], resolvable: list[bool]):
+    lams = [0.0, 0.5, 1.0]
+    rows = []
+    for vector, values in (("own", aqis), ("random", [aqis[0]] * 3)):
+        for i, (lam, aqi) in enumerate(zip(lams, values)):
+            row = {"model": "m", "operator": operator, "vector": vector, "lam": lam, "layer": 3, "category": "overall",
+                   "primary": True, "aqi": aqi, "ci_low": aqi - 1.0, "ci_high": aqi + 1.0}
+            own = vector == "own" and lam != 0.0
+            row.update(gain=gains[i] if own else np.nan, gain_ci_low=gains[i] - 0.5 if own else np.nan,
+                       gain_ci_high=gains[i] + 0.5 if own else np.nan, gain_p=0.01 if own else np.nan,
+                       gain_mde=0.8 if own else np.nan, gain_resolvable=resolvable[i] if own else None)
+            rows.append(row)
+    aqi_path, cost_path = tmp_path / f"{operator}_aqi.parquet", tmp_path / f"{operator}_cost.parquet"
+    write_table(pd.DataFrame(rows), aqi_path)
+    write_table(pd.DataFrame({"vector": ["own"] * 3, "lam": lams, "kl": [0.0, 0.1, 0.2],
+                              "repetition": [0.1, 0.1, 0.1]}), cost_path)
+    return aqi_path, cost_path
+
+
+def test_the_comparison_carries_the_paired_gain_at_the_best_lambda(tmp_path) -> None:
+    a = _tables(tmp_path, "add", [1.0, 1.1, 1.05], [0.0, 0.1, 0.05], [False, False, False])
+    c = _tables(tmp_path, "conditional", [1.0, 2.0, 3.5], [0.0, 1.0, 2.5], [False, True, True])
+    table = compare_operators([a[0], c[0]], [a[1], c[1]], [], tmp_path / "out", max_kl=0.5,
+                              max_repetition_increase=0.2).set_index("operator")
+    assert table.loc["conditional", "best_lam"] == 1.0 and table.loc["conditional", "gain"] == pytest.approx(2.5)
+    assert table.loc["conditional", "gain_ci_low"] == pytest.approx(2.0) and bool(table.loc["conditional", "gain_resolvable"])
+    assert table.loc["add", "best_lam"] == 0.5 and not bool(table.loc["add", "gain_resolvable"])
+    assert (tmp_path / "out" / "operators.png").is_file()
+    assert read_table(tmp_path / "out" / "operator_comparison.parquet")[0].shape[0] == 2
