@@ -258,7 +258,7 @@ def test_second_run_has_nothing_to_do(finished: Path) -> None:
 
 def test_changing_sample_count_reruns_extraction_and_after_not_models(finished: Path) -> None:
     jobs = planned_after(finished, lambda c: c["data"]["prompts"].update(per_group=5))
-    assert jobs == {"prepare_prompts": 1, "extract_prompts": 4, "score_aqi": 4, "baseline_summary": 1,
+    assert jobs == {"prepare_prompts": 1, "extract_prompts": 4, "answer_prompts": 4, "score_aqi": 4, "baseline_summary": 1,
                     "sweep_same_arch": 2, "score_sweep": 2, "steering_summary": 1, "all": 1,
                     **AFTER_PROMPTS}
 
@@ -284,7 +284,7 @@ def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None
     # qwen2); in phase 4.5 it is dealigned and recovered. The other models' recovery sweeps run
     # again too: they steer with the phase-1 baseline's mapped vector, and a new model can become
     # the baseline. It is in no pairing, so phases 5-6 do not change.
-    assert jobs == {"tiny_base": 1, "tiny_aligned": 1, "extract_prompts": 1, "score_aqi": 1,
+    assert jobs == {"tiny_base": 1, "tiny_aligned": 1, "extract_prompts": 1, "answer_prompts": 1, "score_aqi": 1,
                     "baseline_summary": 1, "extract_pairs": 1, "compute_vectors": 1, "vectors_summary": 1,
                     "sweep_same_arch": 1, "score_sweep": 1, "capability_cost": 1, "steering_summary": 1, "all": 1,
                     "extract_anchors": 1, "fit_maps": 4, "transfer_sweep": 4, "score_transfer": 4,
@@ -301,9 +301,10 @@ def test_comparing_operators_adds_only_phase_3_jobs(finished: Path) -> None:
                     "operator_summary": 1, "all": 1}
 
 
-#: every rule that steers (sweeps, cost, agents), with everything downstream of them
-AFTER_STEERING = {"sweep_same_arch": 2, "capability_cost": 2, "score_sweep": 2, "steering_summary": 1,
-                  "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1,
+#: every rule that steers (sweeps, cost, agents), with everything downstream of them; and phase 1's
+#: answers, whose greedy generation lives beside the steered one (steer/capability.py)
+AFTER_STEERING = {"answer_prompts": 4, "baseline_summary": 1, "sweep_same_arch": 2, "capability_cost": 2,
+                  "score_sweep": 2, "steering_summary": 1, "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1,
                   "recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1,
                   "collaborate": 4, "solo_run": 4, **COLLAB_AFTER_PROMPTS, "all": 1}
 

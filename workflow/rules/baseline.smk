@@ -32,6 +32,36 @@ rule extract_prompts:
         "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
 
 
+rule answer_prompts:
+    input:
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        model=model_inputs,
+        template=lambda wildcards: built_inputs(wildcards.model, "aligned"),
+        code=code("answer"),
+    output:
+        f"{RESULTS}/behaviour/{{model}}/{{variant}}.parquet",
+    params:
+        model=model_options,
+        template=lambda wildcards: model_path(wildcards.model, "aligned"),
+        max_new_tokens=config["behaviour"]["max_new_tokens"],
+        batch_size=config["extraction"]["batch_size"],
+        max_length=config["extraction"]["max_length"],
+    log:
+        f"{RESULTS}/logs/answer_prompts/{{model}}-{{variant}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/answer_prompts/{{model}}-{{variant}}.tsv"
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(BY_MODEL),
+        runtime=model_runtime(BY_MODEL),
+    conda:
+        ENV
+    shell:
+        "driftlib answer {params.model} --name {wildcards.model} --variant {wildcards.variant} "
+        "--template {params.template:q} --prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "
+        "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
+
+
 rule score_aqi:
     input:
         activations=f"{RESULTS}/activations/{{model}}/{{variant}}/prompts.safetensors",
@@ -64,6 +94,7 @@ rule score_aqi:
 rule baseline_summary:
     input:
         tables=[f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF],
+        answers=ANSWERS,
         code=code("summarize-baseline"),
     output:
         table=f"{RESULTS}/baseline/aqi_summary.parquet",
@@ -73,6 +104,16 @@ rule baseline_summary:
             category="Phase 1: baseline",
         ),
         choice=f"{RESULTS}/baseline/baseline.json",
+        behaviour=report(
+            f"{RESULTS}/baseline/behaviour.csv",
+            caption="../report/behaviour.rst",
+            category="Phase 1: baseline",
+        ) if ANSWERS else [],
+        refusal=report(
+            f"{RESULTS}/baseline/refusal.png",
+            caption="../report/refusal.rst",
+            category="Phase 1: baseline",
+        ) if ANSWERS else [],
         comparison=report(
             f"{RESULTS}/baseline/aligned_vs_base.csv",
             caption="../report/aligned_vs_base.rst",
@@ -98,4 +139,5 @@ rule baseline_summary:
     conda:
         ENV
     shell:
-        "driftlib summarize-baseline --tables {input.tables} --out-dir {params.out_dir} > {log} 2>&1"
+        "driftlib summarize-baseline --tables {input.tables} --answers {input.answers} "
+        "--out-dir {params.out_dir} > {log} 2>&1"

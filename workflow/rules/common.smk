@@ -225,6 +225,8 @@ def pairs_into(name):
 
 
 AQI_TABLES = [f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF]
+#: phase 1's behaviour: each variant's answers to the prompts (none when behaviour.enabled is off)
+ANSWERS = [f"{RESULTS}/behaviour/{m}/{v}.parquet" for m, v in VARIANTS_OF] if config["behaviour"]["enabled"] else []
 
 
 # --- phases 5 and 6 --------------------------------------------------------------------

@@ -28,11 +28,31 @@ def score(a: argparse.Namespace) -> None:
     log.info("wrote %d AQI rows to %s", len(table), a.out)
 
 
+def answer(a: argparse.Namespace) -> None:
+    from driftlib.phases.baseline.run import answer
+
+    answer(source=source(a), template=a.template, name=a.name, variant=a.variant, prompts=a.prompts,
+           max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, max_length=a.max_length, out=a.out)
+
+
 def summarize_baseline(a: argparse.Namespace) -> None:
     from driftlib.phases.baseline.summary import summarize_baseline
 
-    choice = summarize_baseline(a.tables, a.out_dir)
+    choice = summarize_baseline(a.tables, a.out_dir, answers=a.answers)
     log.info("baseline model: %s", choice.get("baseline"))
+
+
+def _answer_parser(sub) -> None:
+    p = command(sub, "answer", answer, "phase 1: short greedy answers to every prompt, classified as refusal or not")
+    load_arguments(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--variant", default="aligned", choices=["base", "aligned"])
+    p.add_argument("--template", default=None, help="model folder or hub id whose chat template renders the prompts")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--out", required=True)
 
 
 def register(sub) -> None:
@@ -52,6 +72,8 @@ def register(sub) -> None:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--out", required=True)
 
+    _answer_parser(sub)
+
     p = command(sub, "score", score, "AQI per axiom and overall from extracted hidden states")
     p.add_argument("--activations", required=True)
     p.add_argument("--prompts", required=True)
@@ -64,4 +86,5 @@ def register(sub) -> None:
 
     p = command(sub, "summarize-baseline", summarize_baseline, "phase 1 summary: table, baseline model, plots")
     p.add_argument("--tables", nargs="+", required=True)
+    p.add_argument("--answers", nargs="*", default=[], help="answer tables (behaviour: refusal rates)")
     p.add_argument("--out-dir", required=True)

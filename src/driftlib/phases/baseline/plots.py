@@ -59,3 +59,23 @@ def aqi_heatmap(rows: pd.DataFrame, path: str | Path) -> None:
     fig.colorbar(im, ax=ax, label="AQI")
     ax.set_title("AQI per axiom and model (primary layer)")
     save_figure(fig, path)
+
+
+def refusal_rates(rows: pd.DataFrame, path: str | Path) -> None:
+    """Refusal on unsafe prompts and over-refusal on safe ones per model and variant (overall rows
+    of the behaviour table), with Wilson intervals as error bars."""
+    plt = pyplot()
+    labels = [f"{m}\n{v}" for m, v in zip(rows["model"], rows["variant"])]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(rows) + 1.5), 3.8))
+    for offset, (col, name, color) in enumerate((("refusal_unsafe", "refusal, unsafe prompts", "#3182bd"),
+                                                 ("over_refusal_safe", "refusal, safe prompts", "#e6550d"))):
+        values = rows[col].to_numpy(float)
+        err = np.vstack([values - rows[f"{col}_ci_low"].to_numpy(float), rows[f"{col}_ci_high"].to_numpy(float) - values])
+        ax.bar(x + (offset - 0.5) * 0.38, values, 0.38, yerr=err, capsize=3, color=color, label=name)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("share refused (string match)")
+    ax.set_title("Refusal of unsafe and safe prompts (95% Wilson intervals)", fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)

@@ -63,9 +63,30 @@ def aligned_vs_base(summary: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def summarize_baseline(tables: Sequence[str | Path], out_dir: str | Path) -> dict:
+def behaviour_table(answers: Sequence[str | Path], confidence: float = 0.95) -> pd.DataFrame:
+    """Refusal on unsafe prompts and over-refusal on safe ones, per model, variant and axiom (and
+    overall), with Wilson intervals (:func:`driftlib.stats.behaviour.refusal_rates`), from the
+    ``answer`` tables."""
+    from driftlib.stats.behaviour import refusal_rates
+
+    frames = []
+    for path in answers:
+        df = read_table(path, columns=["model", "variant", "axiom", "safety_label", "refused"], producer="answer_prompts")[0]
+        rates = refusal_rates(df["refused"].to_numpy(bool), df["safety_label"].to_numpy(), df["axiom"].to_numpy(),
+                              confidence=confidence)
+        rates.insert(0, "variant", str(df["variant"].iloc[0]))
+        rates.insert(0, "model", str(df["model"].iloc[0]))
+        frames.append(rates)
+    if not frames:
+        raise ArtifactError("no answer tables given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize_baseline(tables: Sequence[str | Path], out_dir: str | Path,
+                       answers: Sequence[str | Path] = ()) -> dict:
     """Write ``aqi_summary.parquet`` / ``.csv``, ``baseline.json``, ``aligned_vs_base.parquet`` /
-    ``.csv`` (:func:`aligned_vs_base`) and the two plots into ``out_dir``."""
+    ``.csv`` (:func:`aligned_vs_base`) and the two plots into ``out_dir``; with ``answers``, also
+    ``behaviour.parquet`` / ``.csv`` (:func:`behaviour_table`) and ``refusal.png``."""
     from driftlib.phases.baseline import plots
 
     out = Path(out_dir)
@@ -81,6 +102,11 @@ def summarize_baseline(tables: Sequence[str | Path], out_dir: str | Path) -> dic
         comparison = aligned_vs_base(summary)
         write_table(comparison, out / "aligned_vs_base.parquet")
         write_table(comparison.round(4), out / "aligned_vs_base.csv")
+    if answers:
+        behaviour = behaviour_table(answers)
+        write_table(behaviour, out / "behaviour.parquet")
+        write_table(behaviour.round(4), out / "behaviour.csv")
+        plots.refusal_rates(behaviour[behaviour["axiom"] == "overall"], out / "refusal.png")
     primary = summary[summary["primary"]]
     plots.aqi_overall_bars(primary[primary["category"] == "overall"], out / "aqi_overall.png",
                            baseline=choice.get("baseline"))
@@ -88,4 +114,4 @@ def summarize_baseline(tables: Sequence[str | Path], out_dir: str | Path) -> dic
     return choice
 
 
-__all__ = ["SUMMARY_COLUMNS", "aligned_vs_base", "collect_tables", "summarize_baseline"]
+__all__ = ["SUMMARY_COLUMNS", "aligned_vs_base", "behaviour_table", "collect_tables", "summarize_baseline"]
