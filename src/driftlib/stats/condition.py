@@ -119,9 +119,9 @@ def fit_condition(states: Any, unsafe: Any, *, layer: int) -> Condition:
     s = X @ c
     values = np.unique(s)
     cuts = np.concatenate([[values[0] - 1.0], (values[:-1] + values[1:]) / 2])
-    passes = s[None, :] > cuts[:, None]  # [cuts, n]
-    tpr = passes[:, u].mean(axis=1)
-    tnr = (~passes[:, ~u]).mean(axis=1)
+    # the share of each class at or below each cut, from sorted scores (no [cuts, n] matrix)
+    tpr = 1.0 - np.searchsorted(np.sort(s[u]), cuts, side="right") / u.sum()
+    tnr = np.searchsorted(np.sort(s[~u]), cuts, side="right") / (~u).sum()
     bal = (tpr + tnr) / 2
     best = np.flatnonzero(bal == bal.max())
     middle = (s[u].mean() + s[~u].mean()) / 2
