@@ -282,3 +282,39 @@ def test_build_family_layout(tmp_path: Path) -> None:
     assert math.isfinite(fam["models"]["llama"]["base"]["final_loss"])
     with pytest.raises(ConfigError):
         tiny.build_family(tmp_path / "bad", archs=["gpt2"])
+
+
+# ------------------------------------------------------------------------ training rows
+
+
+def test_paragraph_rows_start_every_text_with_bos_and_cut_long_ones(tok) -> None:
+    short, long = "Sure.", " ".join(["word"] * 40)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in (short, long)]
+    rows = tiny.paragraph_rows(tok, [short, long], seq_len=16)
+    bos, eos = tok.bos_token_id, tok.eos_token_id
+    # by hand: the short text is one row; the long one (len + EOS tokens) is cut into 15-token pieces
+    stream = [*ids[1], eos]
+    pieces = [stream[i:i + 15] for i in range(0, len(stream), 15)]
+    assert [r[0] for r in rows] == [[bos, *ids[0], eos]] + [[bos, *p] for p in pieces]
+    assert all(labels == [-100, *row[1:]] for row, labels in rows)
+    assert all(len(row) <= 16 for row, _ in rows)
+
+
+def test_answer_loss_weights_the_first_tokens_of_each_answer() -> None:
+    torch.manual_seed(0)
+    labels = torch.tensor([[-100, -100, 5, 6, 7, 8, 9, -100, 3, 4],
+                           [-100, 1, 2, -100, -100, -100, -100, -100, -100, -100]])
+    logits = torch.randn(2, 10, 12)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 12), labels[:, 1:].reshape(-1),
+                                           ignore_index=-100, reduction="none").view(2, 9)
+    # by hand: targets are labels shifted by one; the first 2 tokens of each answer weigh 10
+    weight = torch.zeros(2, 9)
+    weight[0, [1, 2, 7, 8]] = 10
+    weight[0, [3, 4, 5]] = 1
+    weight[1, [0, 1]] = 10
+    got = tiny.answer_loss(logits, labels, opening_tokens=2, opening_weight=10)
+    assert torch.allclose(got, (ce * weight).sum() / weight.sum())
+    # weight 1 is the usual causal-LM loss of transformers
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 12), labels[:, 1:].reshape(-1),
+                                              ignore_index=-100)
+    assert torch.allclose(tiny.answer_loss(logits, labels, opening_weight=1.0), plain)

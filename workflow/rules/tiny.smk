@@ -1,15 +1,27 @@
-# The tiny model family of the embedded default: a tokenizer trained on bundled text, and for
-# each architecture a base model (short LM training) and its aligned counterpart (a fine-tune
-# toward the chosen responses of the bundled preference pairs).
+# The tiny model family of the embedded default: a tokenizer, and for each architecture a base model
+# (short LM training) and its aligned counterpart (a fine-tune toward chosen responses). With
+# `world.enabled` they train in the synthetic world (base: its corpus, whose answers do not depend on
+# safety; aligned: its alignment chats, unsafe -> refusal, safe -> help); otherwise on the bundled
+# corpus and preference pairs.
+
+TINY = config["tiny"]
+#: the world's files the tiny family trains on (none: the bundled text)
+TINY_DATA = {"corpus": WORLD_PATHS["corpus"], "pairs": WORLD_PATHS["align"]} if WORLD["enabled"] else {}
+
+
+def tiny_data_args(*keys):
+    return " ".join(f"--{key} {shlex.quote(TINY_DATA[key])}" for key in keys if key in TINY_DATA)
 
 
 rule tiny_tokenizer:
     input:
+        **TINY_DATA,
         code=code("tiny-tokenizer"),
     output:
         directory(f"{RESULTS}/models/tiny/tokenizer"),
     params:
-        vocab_size=config["tiny"]["vocab_size"],
+        vocab_size=TINY["vocab_size"],
+        data=tiny_data_args("corpus", "pairs"),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/tiny_tokenizer.log",
@@ -18,17 +30,21 @@ rule tiny_tokenizer:
     conda:
         ENV
     shell:
-        "driftlib tiny-tokenizer --vocab-size {params.vocab_size} --seed {params.seed} --out {output} > {log} 2>&1"
+        "driftlib tiny-tokenizer --vocab-size {params.vocab_size} {params.data} --seed {params.seed} --out {output} "
+        "> {log} 2>&1"
 
 
 rule tiny_base:
     input:
         tokenizer=f"{RESULTS}/models/tiny/tokenizer",
+        data=TINY_DATA.get("corpus", []),
         code=code("tiny-model"),
     output:
         directory(f"{RESULTS}/models/tiny/{{arch}}-base"),
     params:
-        steps=config["tiny"]["base_steps"],
+        steps=TINY["base_steps"],
+        lr=TINY["base_lr"],
+        data=tiny_data_args("corpus"),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/tiny_base/{{arch}}.log",
@@ -40,17 +56,21 @@ rule tiny_base:
         ENV
     shell:
         "driftlib tiny-model base --arch {wildcards.arch} --tokenizer {input.tokenizer} --steps {params.steps} "
-        "--seed {params.seed} --out {output} > {log} 2>&1"
+        "--lr {params.lr} {params.data} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule tiny_aligned:
     input:
         base=f"{RESULTS}/models/tiny/{{arch}}-base",
+        data=TINY_DATA.get("pairs", []),
         code=code("tiny-model"),
     output:
         directory(f"{RESULTS}/models/tiny/{{arch}}-aligned"),
     params:
-        steps=config["tiny"]["aligned_steps"],
+        steps=TINY["aligned_steps"],
+        lr=TINY["aligned_lr"],
+        opening_weight=TINY["aligned_opening_weight"],
+        data=tiny_data_args("pairs"),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/tiny_aligned/{{arch}}.log",
@@ -61,8 +81,8 @@ rule tiny_aligned:
     conda:
         ENV
     shell:
-        "driftlib tiny-model aligned --base {input.base} --steps {params.steps} --seed {params.seed} "
-        "--out {output} > {log} 2>&1"
+        "driftlib tiny-model aligned --base {input.base} --steps {params.steps} --lr {params.lr} "
+        "--opening-weight {params.opening_weight} {params.data} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 # Real small models whose weights ship inside pip packages (config: real:<name>; `make real-setup`

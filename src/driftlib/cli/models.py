@@ -11,14 +11,14 @@ from driftlib.cli.common import command
 def tiny_tokenizer(a: argparse.Namespace) -> None:
     from driftlib.phases.models.build import tiny_tokenizer
 
-    tiny_tokenizer(vocab_size=a.vocab_size, seed=a.seed, out=a.out)
+    tiny_tokenizer(vocab_size=a.vocab_size, seed=a.seed, out=a.out, corpus=a.corpus, pairs=a.pairs)
 
 
 def tiny_model(a: argparse.Namespace) -> None:
     from driftlib.phases.models.build import tiny_model
 
     tiny_model(variant=a.variant, arch=a.arch, tokenizer=a.tokenizer, base=a.base, steps=a.steps, seed=a.seed,
-               out=a.out)
+               out=a.out, lr=a.lr, corpus=a.corpus, pairs=a.pairs, opening_weight=a.opening_weight)
 
 
 def materialize_real(a: argparse.Namespace) -> None:
@@ -34,9 +34,11 @@ def check_config(a: argparse.Namespace) -> None:
 
 
 def register(sub) -> None:
-    p = command(sub, "tiny-tokenizer", tiny_tokenizer, "train the tiny family's tokenizer on bundled text")
+    p = command(sub, "tiny-tokenizer", tiny_tokenizer, "train the tiny family's tokenizer (bundled text, or a corpus)")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus", default=None, help="a corpus file (default: the bundled text)")
+    p.add_argument("--pairs", default=None, help="with --corpus: a pairs file whose transcripts are added")
     p.add_argument("--out", required=True)
 
     p = command(sub, "tiny-model", tiny_model, "train a tiny base model, or fine-tune its aligned counterpart")
@@ -45,6 +47,12 @@ def register(sub) -> None:
     p.add_argument("--tokenizer", help="tokenizer directory (base only)")
     p.add_argument("--base", help="base model directory (aligned only)")
     p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the builder's)")
+    p.add_argument("--corpus", default=None, help="base: a corpus file (default: the bundled corpus)")
+    p.add_argument("--pairs", default=None, help="aligned: a pairs file whose chosen answers it learns "
+                   "(default: the bundled pairs)")
+    p.add_argument("--opening-weight", type=float, default=None,
+                   help="aligned: weight of the first 4 tokens of each answer in the loss (default: 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 

@@ -1,11 +1,17 @@
-"""A tiny model family, built from scratch on the bundled text, for the embedded default run.
+"""A tiny model family, built from scratch, for the embedded default run.
 
 The default workflow must run on a laptop CPU with no access to the Hugging Face Hub, so it builds
 its own family of five decoder-only models, one per architecture the project studies (Llama,
 Mistral, Qwen2, Phi-3, Gemma-2). Each member exists as a *base* model (a short causal-LM training
-from random initialisation on ``data/corpus.txt``) and an *aligned* model (the base fine-tuned on
-the chosen answers of ``data/preference_pairs.jsonl``, loss on assistant tokens only), so the
-workflow has real base/aligned pairs whose hidden sizes and depths differ across architectures.
+from random initialisation on a corpus) and an *aligned* model (the base fine-tuned on the chosen
+answers of preference pairs or chats, loss on assistant tokens only), so the workflow has real
+base/aligned pairs whose hidden sizes and depths differ across architectures.
+
+Two sources of text: the bundled ``data/corpus.txt`` and ``data/preference_pairs.jsonl`` (the
+default of every builder), or a synthetic world (:mod:`driftlib.datasets.synthetic`; the
+embedded default): its ``corpus.txt`` for the base (answers drawn independently of safety) and
+its ``align.jsonl`` chats for the aligned model (unsafe -> refusal, safe -> help), passed as
+``corpus=`` and ``pairs=`` (``docs/synthetic_world.md``).
 
 The members share one byte-level BPE tokenizer (:func:`train_tokenizer`) with a small chat template.
 Every build is deterministic: the same seed gives bit-identical saved weights on the same machine.
@@ -114,13 +120,25 @@ def _read_jsonl(name: str) -> list[dict[str, Any]]:
     return rows
 
 
-def corpus_paragraphs() -> list[str]:
-    """The paragraphs of the bundled ``corpus.txt`` (separated by blank lines), stripped."""
-    text = _read_data_text("corpus.txt").replace("\r\n", "\n")
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text)]
+def corpus_paragraphs(corpus: str | os.PathLike | None = None) -> list[str]:
+    """The paragraphs of a corpus file (separated by blank lines), stripped.
+
+    Args:
+        corpus: a text file in the form of ``corpus.txt`` (e.g. a synthetic world's,
+            :func:`driftlib.datasets.synthetic.write_world`); None: the bundled ``corpus.txt``.
+    """
+    if corpus is None:
+        name, text = "driftlib/data/corpus.txt", _read_data_text("corpus.txt")
+    else:
+        name = str(corpus)
+        try:
+            text = Path(corpus).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise DataError(f"cannot read the corpus {corpus}: {exc}") from exc
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text.replace("\r\n", "\n"))]
     paragraphs = [p for p in paragraphs if p]
     if not paragraphs:
-        raise DataError("driftlib/data/corpus.txt is empty")
+        raise DataError(f"{name} is empty")
     return paragraphs
 
 
@@ -177,37 +195,73 @@ def parse_dialogue(paragraph: str) -> list[dict[str, str]] | None:
 
 def _pairs_chosen(pairs: Any) -> list[str]:
     """The ``chosen`` transcripts of ``pairs`` (None: bundled; a DataFrame; rows; strings)."""
+    return _pairs_column(pairs, "chosen")
+
+
+def _pairs_column(pairs: Any, key: str) -> list[str]:
+    """The ``key`` transcripts of ``pairs`` (None: bundled; a DataFrame; rows; strings)."""
     if pairs is None:
-        return [row["chosen"] for row in bundled_pairs()]
+        return [row[key] for row in bundled_pairs()]
     columns = getattr(pairs, "columns", None)
     if columns is not None:
-        if "chosen" not in columns:
-            raise DataError(f"pairs table has no 'chosen' column (columns: {list(columns)})")
-        chosen = pairs["chosen"].tolist()
+        if key not in columns:
+            raise DataError(f"pairs table has no '{key}' column (columns: {list(columns)})")
+        texts = pairs[key].tolist()
     else:
-        chosen = [row["chosen"] if isinstance(row, dict) else row for row in pairs]
-    bad = [i for i, c in enumerate(chosen) if not isinstance(c, str) or not c.strip()]
+        texts = [row[key] if isinstance(row, dict) else row for row in pairs]
+    bad = [i for i, c in enumerate(texts) if not isinstance(c, str) or not c.strip()]
     if bad:
-        raise DataError(f"pairs: 'chosen' is empty or not a string in row(s) {bad[:5]}")
-    if not chosen:
+        raise DataError(f"pairs: '{key}' is empty or not a string in row(s) {bad[:5]}")
+    if not texts:
         raise DataError("pairs: no rows")
-    return chosen
+    return texts
+
+
+def load_pairs_file(path: str | os.PathLike) -> Any:
+    """Preference pairs (hh-rlhf form) from a local file, as a frame with ``chosen`` and ``rejected``
+    (:func:`driftlib.datasets.pairs.load_pairs`; a synthetic world's ``align.jsonl`` reads as is)."""
+    from driftlib.datasets.pairs import load_pairs
+
+    frame, _ = load_pairs(str(path))
+    return frame
 
 
 # --------------------------------------------------------------------------------------------
 # tokenizer
 
 
-def train_tokenizer(out_dir: str | os.PathLike, *, vocab_size: int = 2048, seed: int = 0) -> Path:
+def tokenizer_texts(corpus: str | os.PathLike | None = None, pairs: Any = None) -> list[str]:
+    """The texts the tokenizer is trained on, exact duplicates dropped (first-seen order kept).
+
+    Args:
+        corpus: a corpus file (:func:`corpus_paragraphs`), or None for the bundled data: its
+            ``corpus.txt``, preference pairs (chosen and rejected) and LITMUS prompt texts.
+        pairs: with a ``corpus``, pairs whose chosen and rejected transcripts are added (a frame or
+            rows, e.g. :func:`load_pairs_file` of a world's ``align.jsonl``); None: none.
+    """
+    texts = corpus_paragraphs(corpus)
+    if corpus is None:
+        for row in bundled_pairs():
+            texts.extend((row["chosen"], row["rejected"]))
+        texts.extend(bundled_prompts())
+    elif pairs is not None:
+        for chosen, rejected in zip(_pairs_column(pairs, "chosen"), _pairs_column(pairs, "rejected")):
+            texts.extend((chosen, rejected))
+    return list(dict.fromkeys(texts))
+
+
+def train_tokenizer(out_dir: str | os.PathLike, *, vocab_size: int = 2048, seed: int = 0,
+                    corpus: str | os.PathLike | None = None, pairs: Any = None) -> Path:
     """Train the family's byte-level BPE tokenizer and save it with ``save_pretrained``.
 
-    Trained on ``corpus.txt``, the preference-pair transcripts (chosen and rejected) and the
-    LITMUS prompt texts. Special tokens (ids 0-6): :data:`SPECIAL_TOKENS`. The saved tokenizer
+    Trained on :func:`tokenizer_texts` (``corpus``, ``pairs``): by default the bundled
+    ``corpus.txt``, the preference-pair transcripts (chosen and rejected) and the LITMUS prompt
+    texts. Special tokens (ids 0-6): :data:`SPECIAL_TOKENS`. The saved tokenizer
     adds ``<|bos|>`` in front of every encoding, pads on the left, and carries
     :data:`CHAT_TEMPLATE`. Returns ``out_dir``.
 
-    Deterministic: BPE training counts byte pairs, so the result depends only on the bundled
-    data and ``vocab_size`` (checked across processes), not on the text order. ``seed`` is
+    Deterministic: BPE training counts byte pairs, so the result depends only on the texts and
+    ``vocab_size`` (checked across processes), not on the text order. ``seed`` is
     accepted so that every builder has the same signature; it does not change the result.
     """
     from tokenizers import (
@@ -223,11 +277,7 @@ def train_tokenizer(out_dir: str | os.PathLike, *, vocab_size: int = 2048, seed:
     if vocab_size < 256 + len(SPECIAL_TOKENS) + 1:
         raise ConfigError(f"tiny.vocab_size must be > {256 + len(SPECIAL_TOKENS)}, "
                           f"got {vocab_size}")
-    texts = corpus_paragraphs()
-    for row in bundled_pairs():
-        texts.extend((row["chosen"], row["rejected"]))
-    texts.extend(bundled_prompts())
-    texts = list(dict.fromkeys(texts))  # drop exact duplicates, keep first-seen order
+    texts = tokenizer_texts(corpus, pairs)
     del seed  # see the docstring: BPE training does not depend on it
 
     tok = Tokenizer(models.BPE())
@@ -319,14 +369,18 @@ def read_record(model_dir: str | os.PathLike) -> dict[str, Any]:
         raise ModelError(f"{path}: no readable tiny build record ({exc})") from exc
 
 
-def _lr_lambda(steps: int) -> Any:
-    """Linear warm-up over 10% of the steps, then cosine decay to 10% of the peak."""
+def _lr_lambda(steps: int, hold: float = 0.0) -> Any:
+    """Linear warm-up over 10% of the steps, the peak held until ``hold`` of the steps, then cosine
+    decay to 10% of the peak."""
     warmup = max(1, steps // 10)
+    flat = max(warmup, int(steps * hold))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = (step - warmup) / max(1, steps - warmup)
+        if step < flat:
+            return 1.0
+        progress = (step - flat) / max(1, steps - flat)
         return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -355,11 +409,11 @@ def _validate_steps(**values: int | float) -> None:
             raise ConfigError(f"tiny.{key} must be positive, got {value}")
 
 
-def _base_texts(tokenizer: Any) -> list[str]:
+def _base_texts(tokenizer: Any, corpus: str | os.PathLike | None = None) -> list[str]:
     """Training texts of the base models: corpus prose, and its dialogues in chat form."""
     texts = []
     n_dialogues = 0
-    for paragraph in corpus_paragraphs():
+    for paragraph in corpus_paragraphs(corpus):
         messages = parse_dialogue(paragraph)
         if messages is None:
             texts.append(paragraph)
@@ -380,6 +434,32 @@ def _token_stream(tokenizer: Any, texts: Sequence[str]) -> torch.Tensor:
     return torch.tensor(ids, dtype=torch.long)
 
 
+def paragraph_rows(tokenizer: Any, texts: Sequence[str], seq_len: int) -> list[tuple[list[int], list[int]]]:
+    """Training rows of the base models: one per text, or per ``seq_len``-token piece of a long one.
+
+    Each row is ``<|bos|>`` followed by at most ``seq_len - 1`` tokens of one text (the text's
+    last piece ends with EOS); labels equal the ids except at the BOS (-100). A dialogue thus
+    always starts a row, so every answer is read after its request (a random window of a token
+    stream would often cut the request off and teach the model to answer without reading it).
+
+    Args:
+        tokenizer: the tiny tokenizer.
+        texts: ``n`` training texts (:func:`_base_texts`).
+        seq_len: the longest row, in tokens (BOS included).
+
+    Returns:
+        ``[(ids, labels), ...]``, at least ``n`` rows, in text order.
+    """
+    bos, eos, span = tokenizer.bos_token_id, tokenizer.eos_token_id, seq_len - 1
+    rows: list[tuple[list[int], list[int]]] = []
+    for encoded in tokenizer(list(texts), add_special_tokens=False, verbose=False)["input_ids"]:
+        tokens = [*encoded, eos]
+        for i in range(0, len(tokens), span):
+            ids = [bos, *tokens[i: i + span]]
+            rows.append((ids, [-100, *ids[1:]]))
+    return rows
+
+
 def unigram_entropy(ids: torch.Tensor) -> float:
     """Entropy (nats) of the empirical unigram distribution of ``ids``: the loss to beat."""
     counts = torch.bincount(ids.flatten()).double()
@@ -388,16 +468,21 @@ def unigram_entropy(ids: torch.Tensor) -> float:
 
 
 def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-               steps: int = 200, batch_size: int = 16, seq_len: int = 64, lr: float = 3e-3,
-               seed: int = 0, threads: int = 1, progress: bool = True) -> dict[str, Any]:
-    """Train tiny ``arch`` from random init on the bundled corpus and save it to ``out_dir``.
+               steps: int = 200, batch_size: int = 16, seq_len: int = 96, lr: float = 3e-3,
+               seed: int = 0, threads: int = 1, progress: bool = True,
+               corpus: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train tiny ``arch`` from random init on a corpus and save it to ``out_dir``.
 
-    Each training row is ``<|bos|>`` followed by ``seq_len - 1`` tokens of the corpus stream
-    (paragraphs separated by EOS; the corpus' ``User:/Assistant:`` dialogues rendered through the
-    chat template), taken at seeded random offsets. AdamW with warm-up and cosine decay, gradient
-    clipping at 1. Saves the model (safetensors), the tokenizer, ``driftlib_tiny.json`` and
-    ``timing.json``; returns the record (arch, seed, steps, loss_curve, final_loss, unigram_entropy,
-    n_params, ...) with the build's ``seconds``, which only ``timing.json`` holds on disk.
+    ``corpus``: a corpus file (:func:`corpus_paragraphs`; e.g. a synthetic world's ``corpus.txt``),
+    None for the bundled ``corpus.txt``.
+
+    Each training row is one corpus paragraph (:func:`paragraph_rows`: ``<|bos|>``, the paragraph,
+    EOS; long paragraphs are cut into ``seq_len``-token pieces; the corpus' ``User:/Assistant:``
+    dialogues rendered through the chat template), in seeded epochs, padded per batch. AdamW with
+    warm-up and cosine decay, gradient clipping at 1. Saves the model (safetensors), the tokenizer,
+    ``driftlib_tiny.json`` and ``timing.json``; returns the record (arch, seed, steps, loss_curve,
+    final_loss, unigram_entropy, n_params, ...) with the build's ``seconds``, which only
+    ``timing.json`` holds on disk.
 
     ``threads`` is the torch CPU thread count during the build (restored afterwards). One thread
     is the default: these models are too small to gain much from more, a second thread makes a
@@ -411,10 +496,9 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
         raise ConfigError(f"tiny.seq_len must be <= {MAX_POSITIONS}, got {seq_len}")
     start = time.perf_counter()
     tokenizer = _load_tokenizer(tokenizer_dir)
-    stream = _token_stream(tokenizer, _base_texts(tokenizer))
-    span = seq_len - 1
-    if len(stream) <= span:
-        raise DataError(f"the corpus has only {len(stream)} tokens; need more than {span}")
+    texts = _base_texts(tokenizer, corpus)
+    stream = _token_stream(tokenizer, texts)
+    rows = paragraph_rows(tokenizer, texts, seq_len)
     with deterministic_torch(seed, threads):
         model = _new_model(arch, tokenizer)
         model.train()
@@ -422,16 +506,11 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
                                       betas=(0.9, 0.98))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps))
-        bos = torch.full((batch_size, 1), tokenizer.bos_token_id, dtype=torch.long)
-        offsets_arange = torch.arange(span)
         losses: list[float] = []
-        bar = progress_bar(range(steps), desc=f"tiny {arch} base", enabled=progress)
-        for _ in bar:
-            starts = torch.randint(0, len(stream) - span + 1, (batch_size, 1), generator=gen)
-            input_ids = torch.cat([bos, stream[starts + offsets_arange]], dim=1)
-            labels = input_ids.clone()
-            labels[:, 0] = -100
-            loss = model(input_ids=input_ids, labels=labels).loss
+        bar = progress_bar(batches(len(rows), batch_size, steps, gen), desc=f"tiny {arch} base",
+                           enabled=progress)
+        for batch_idx in bar:
+            loss = model(**collate([rows[i] for i in batch_idx], tokenizer.pad_token_id)).loss
             optimizer_step(model, loss, optimizer, schedule, losses, f"tiny {arch} base")
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -441,7 +520,7 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
             "kind": "base", "arch": arch, "seed": seed, "steps": steps, "batch_size": batch_size,
             "seq_len": seq_len, "lr": lr, "threads": threads, "loss_curve": losses,
             "final_loss": _tail_mean(losses), "unigram_entropy": round(unigram_entropy(stream), 5),
-            "n_train_tokens": int(len(stream)), "n_params": n_params,
+            "n_train_tokens": int(len(stream)), "n_rows": len(rows), "n_params": n_params,
             "hidden_size": int(model.config.hidden_size),
             "num_hidden_layers": int(model.config.num_hidden_layers),
             "vocab_size": int(model.config.vocab_size),
@@ -502,8 +581,42 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *,
     return ids, labels
 
 
-def _encode_pairs(tokenizer: Any, chosen: Sequence[str],
-                  max_len: int) -> list[tuple[list[int], list[int]]]:
+def answer_loss(logits: torch.Tensor, labels: torch.Tensor, *, opening_tokens: int = 4,
+                opening_weight: float = 1.0) -> torch.Tensor:
+    """Weighted mean next-token cross-entropy over the labelled (answer) tokens.
+
+    The opening of an answer, its first ``opening_tokens`` tokens, is where a model decides what
+    kind of answer it gives (a refusal or compliance); the rest mostly follows from that choice and
+    the request. Weighting the openings ``opening_weight`` times spends the fine-tuning on the
+    decision while the rest of each answer is still learnt. ``opening_weight = 1`` is the usual
+    causal-LM loss of transformers.
+
+    Args:
+        logits: ``[b, t, vocab]``.
+        labels: ``[b, t]`` token ids, -100 where no loss is taken (:func:`encode_chat`).
+        opening_tokens: answer tokens counted as the opening (of each run of labelled tokens).
+        opening_weight: their weight; the other labelled tokens weigh 1.
+
+    Returns:
+        A scalar tensor: ``sum(w * ce) / sum(w)``.
+    """
+    targets = labels[:, 1:]
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
+                                           ignore_index=-100, reduction="none").view_as(targets)
+    labelled = targets != -100
+    # position of each labelled token within its run of labelled tokens (1, 2, ...)
+    starts = labelled & ~torch.nn.functional.pad(labelled, (1, 0))[:, :-1]
+    run = torch.cumsum(starts.long(), dim=1)
+    first = torch.zeros_like(run)
+    first[starts] = torch.arange(targets.shape[1]).expand_as(targets)[starts]
+    first = torch.cummax(first, dim=1).values
+    position = torch.arange(targets.shape[1]).expand_as(targets) - first + 1
+    weight = torch.where(labelled & (run > 0) & (position <= opening_tokens),
+                         torch.full_like(ce, float(opening_weight)), labelled.float())
+    return (ce * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def _encode_pairs(tokenizer: Any, chosen: Sequence[str], max_len: int) -> list[tuple[list[int], list[int]]]:
     rows = []
     for i, transcript in enumerate(chosen):
         try:
@@ -519,16 +632,22 @@ def _encode_pairs(tokenizer: Any, chosen: Sequence[str],
 
 def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pairs: Any = None,
                   steps: int = 100, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-                  max_len: int = 96, threads: int = 1, progress: bool = True) -> dict[str, Any]:
+                  max_len: int = 96, threads: int = 1, progress: bool = True,
+                  opening_tokens: int = 4, opening_weight: float = 1.0) -> dict[str, Any]:
     """Fine-tune the tiny base model in ``base_dir`` toward the chosen answers of preference pairs.
 
     ``pairs``: None for the bundled ``preference_pairs.jsonl``, or a DataFrame (or list of dicts)
     with a ``chosen`` column of hh-rlhf transcripts. Each transcript is rendered through the chat
     template (Human -> user, Assistant -> assistant) and the loss is taken on assistant tokens
     only (:func:`encode_chat`); transcripts longer than ``max_len`` tokens lose their beginning.
+    The first ``opening_tokens`` tokens of each answer weigh ``opening_weight`` times the others
+    (:func:`answer_loss`; 1: the plain loss). On the synthetic world's alignment chats, weighting
+    the openings (where refusal or help is decided) 10 times learnt the conditional answer in
+    200 steps where the plain loss needed about 600.
     Saves like :func:`build_base`; returns the record.
     """
-    _validate_steps(steps=steps, batch_size=batch_size, lr=lr, max_len=max_len, threads=threads)
+    _validate_steps(steps=steps, batch_size=batch_size, lr=lr, max_len=max_len, threads=threads,
+                    opening_tokens=opening_tokens, opening_weight=opening_weight)
     start = time.perf_counter()
     base_record = read_record(base_dir)
     model, tokenizer = load_tiny(base_dir)
@@ -539,13 +658,17 @@ def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pa
         gen = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
                                       betas=(0.9, 0.98))
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps))
+        # the peak is held for 3/4 of the steps: a conditional answer (an exclusive-or) is learnt
+        # only after a plateau, which a decaying rate lengthens
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, hold=0.75))
         losses: list[float] = []
         bar = progress_bar(batches(len(rows), batch_size, steps, gen), desc=f"tiny {arch} aligned",
                         enabled=progress)
         for batch_idx in bar:
             batch = collate([rows[i] for i in batch_idx], tokenizer.pad_token_id)
-            loss = model(**batch).loss
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = answer_loss(logits, batch["labels"], opening_tokens=opening_tokens,
+                               opening_weight=opening_weight)
             optimizer_step(model, loss, optimizer, schedule, losses, f"tiny {arch} aligned")
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
@@ -554,7 +677,7 @@ def build_aligned(base_dir: str | os.PathLike, out_dir: str | os.PathLike, *, pa
             "kind": "aligned", "arch": arch, "base_dir": str(base_dir),
             "base_seed": base_record.get("seed"), "seed": seed, "steps": steps,
             "batch_size": batch_size, "lr": lr, "max_len": max_len, "threads": threads,
-            "n_pairs": len(rows),
+            "opening_tokens": opening_tokens, "opening_weight": opening_weight, "n_pairs": len(rows),
             "loss_curve": losses, "final_loss": _tail_mean(losses), "n_params": _n_params(model),
             "hidden_size": int(model.config.hidden_size),
             "num_hidden_layers": int(model.config.num_hidden_layers),
@@ -602,11 +725,24 @@ def chosen_loss(model_dir: str | os.PathLike, pairs: Any = None, *, max_len: int
 
 def build_family(out_dir: str | os.PathLike, *, archs: Sequence[str] | None = None,
                  vocab_size: int = 2048, base_steps: int = 200, aligned_steps: int = 100,
-                 seed: int = 0, threads: int = 1, progress: bool = True) -> dict[str, Any]:
+                 base_lr: float = 3e-3, aligned_lr: float = 1e-3, opening_weight: float = 1.0,
+                 seed: int = 0, threads: int = 1,
+                 progress: bool = True, corpus: str | os.PathLike | None = None,
+                 pairs: Any = None) -> dict[str, Any]:
     """Build the tokenizer and a base and an aligned model per arch under ``out_dir``.
 
-    Layout: ``tokenizer/``, ``{arch}-base/``, ``{arch}-aligned/``. Returns
-    ``{"tokenizer": path, "models": {arch: {"base": record, "aligned": record}}, "seconds": s}``.
+    Args:
+        out_dir: the family's folder. Layout: ``tokenizer/``, ``{arch}-base/``, ``{arch}-aligned/``.
+        archs: architectures (default: every one of :data:`TINY_ARCHS`).
+        vocab_size, base_steps, aligned_steps, base_lr, aligned_lr, opening_weight, seed, threads,
+            progress: as
+            :func:`train_tokenizer`, :func:`build_base` and :func:`build_aligned` take them.
+        corpus: the base models' corpus file (None: the bundled one).
+        pairs: the aligned models' chats (a frame with ``chosen``; None: the bundled pairs); the
+            tokenizer is trained on ``corpus`` and these when a corpus is given.
+
+    Returns:
+        ``{"tokenizer": path, "models": {arch: {"base": record, "aligned": record}}, "seconds": s}``.
     """
     archs = list(archs or TINY_ARCHS)
     unknown = [a for a in archs if a not in TINY_ARCHS]
@@ -614,14 +750,15 @@ def build_family(out_dir: str | os.PathLike, *, archs: Sequence[str] | None = No
         raise ConfigError(f"tiny archs {unknown} are unknown; choose from {sorted(TINY_ARCHS)}")
     start = time.perf_counter()
     root = Path(out_dir)
-    tok_dir = train_tokenizer(root / "tokenizer", vocab_size=vocab_size, seed=seed)
+    tok_dir = train_tokenizer(root / "tokenizer", vocab_size=vocab_size, seed=seed, corpus=corpus,
+                              pairs=pairs)
     models: dict[str, dict[str, Any]] = {}
     for arch in archs:
-        base = build_base(arch, tok_dir, root / f"{arch}-base", steps=base_steps, seed=seed,
-                          threads=threads, progress=progress)
-        aligned = build_aligned(root / f"{arch}-base", root / f"{arch}-aligned",
-                                steps=aligned_steps, seed=seed, threads=threads,
-                                progress=progress)
+        base = build_base(arch, tok_dir, root / f"{arch}-base", steps=base_steps, lr=base_lr,
+                          seed=seed, threads=threads, progress=progress, corpus=corpus)
+        aligned = build_aligned(root / f"{arch}-base", root / f"{arch}-aligned", pairs=pairs,
+                                steps=aligned_steps, lr=aligned_lr, seed=seed, threads=threads,
+                                progress=progress, opening_weight=opening_weight)
         models[arch] = {"base": base, "aligned": aligned}
     return {"tokenizer": str(tok_dir), "models": models,
             "seconds": round(time.perf_counter() - start, 2)}

@@ -1,5 +1,6 @@
-"""``driftlib prepare-prompts`` and ``prepare-pairs``: sample the evaluation prompts and the
-preference pairs into Parquet tables with their provenance."""
+"""``driftlib prepare-world``, ``prepare-prompts`` and ``prepare-pairs``: write the synthetic world's
+files, and sample the evaluation prompts and the preference pairs into Parquet tables with their
+provenance."""
 
 from __future__ import annotations
 
@@ -11,18 +12,40 @@ from driftlib.core.artifacts import fingerprint, write_table
 
 log = logging.getLogger(__name__)
 
-__all__ = ["prepare_pairs", "prepare_prompts"]
+__all__ = ["prepare_pairs", "prepare_prompts", "prepare_world"]
+
+
+def prepare_world(*, spec: dict, seed: int, out: str | Path) -> None:
+    """Draw the synthetic world ``WorldSpec(seed=seed, **spec)`` and write its files into ``out``.
+
+    Args:
+        spec: the :class:`~driftlib.datasets.synthetic.WorldSpec` sizes (config ``world`` without
+            ``enabled``).
+        seed: the world's seed.
+        out: the folder (:func:`~driftlib.datasets.synthetic.write_world` writes its files there).
+    """
+    from driftlib.core.errors import ConfigError
+    from driftlib.datasets.synthetic import WorldSpec, make_world, write_world
+
+    try:
+        world_spec = WorldSpec(seed=seed, **spec)
+    except TypeError as exc:
+        raise ConfigError(f"world: {exc}") from None
+    world = make_world(world_spec)
+    paths = write_world(world, out)
+    log.info("wrote the synthetic world (%s) to %s", ", ".join(f"{k} {v}" for k, v in world.counts.items()),
+             Path(next(iter(paths.values()))).parent)
 
 
 def prepare_prompts(*, source: str, split: str, per_group: int | None, axioms: Sequence[str] | None, seed: int,
                     out: str | Path, calibration_out: str | Path | None = None,
-                    calibration_per_group: int | None = None) -> None:
+                    calibration_per_group: int | None = None, calibration_source: str | None = None) -> None:
     """Load LITMUS-form prompts from ``source`` and sample ``per_group`` per (axiom, label).
 
     With ``calibration_out``, also write the calibration prompts (what conditional steering fits
     its condition on): ``calibration_per_group`` per (axiom, label) drawn, with another seed, from
-    the rows of the same source that are not evaluation prompts (no shared id, no shared text);
-    ``None`` takes every remaining row.
+    the rows of ``calibration_source`` (None: the same source) that are not evaluation prompts (no
+    shared id, no shared text); ``None`` takes every remaining row.
     """
     from driftlib.datasets.prompts import load_prompts, sample_balanced
 
@@ -34,6 +57,9 @@ def prepare_prompts(*, source: str, split: str, per_group: int | None, axioms: S
     log.info("wrote %d prompts to %s", len(sample), out)
     if calibration_out is None:
         return
+    if calibration_source is not None:
+        df, _ = load_prompts(calibration_source, split=split)
+        source = calibration_source
     rest = df[~df["id"].isin(set(sample["id"])) & ~df["text"].isin(set(sample["text"]))]
     calibration, report = sample_balanced(rest, calibration_per_group, seed + 1, axioms=axioms)
     write_table(calibration, calibration_out, metadata={

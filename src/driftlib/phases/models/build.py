@@ -10,22 +10,33 @@ log = logging.getLogger(__name__)
 __all__ = ["materialize_real", "tiny_model", "tiny_tokenizer"]
 
 
-def tiny_tokenizer(*, vocab_size: int, seed: int, out: str | Path) -> None:
-    """Train the tiny family's tokenizer on the bundled text."""
-    from driftlib.model.tiny import train_tokenizer
+def tiny_tokenizer(*, vocab_size: int, seed: int, out: str | Path, corpus: str | None = None,
+                   pairs: str | None = None) -> None:
+    """Train the tiny family's tokenizer: on the bundled text, or on a ``corpus`` file and the
+    transcripts of a ``pairs`` file (a synthetic world's ``corpus.txt`` and ``align.jsonl``)."""
+    from driftlib.model.tiny import load_pairs_file, train_tokenizer
 
-    train_tokenizer(out, vocab_size=vocab_size, seed=seed)
+    train_tokenizer(out, vocab_size=vocab_size, seed=seed, corpus=corpus,
+                    pairs=load_pairs_file(pairs) if pairs else None)
 
 
 def tiny_model(*, variant: str, arch: str | None, tokenizer: str | None, base: str | None, steps: int, seed: int,
-               out: str | Path) -> None:
-    """Train a tiny base model (``arch``, ``tokenizer``), or fine-tune its aligned variant (``base``)."""
+               out: str | Path, lr: float | None = None, corpus: str | None = None, pairs: str | None = None,
+               opening_weight: float | None = None) -> None:
+    """Train a tiny base model (``arch``, ``tokenizer``; on ``corpus``, default the bundled one), or
+    fine-tune its aligned variant (``base``; on the chosen answers of ``pairs``, default the bundled
+    pairs; ``opening_weight``: the weight of each answer's first tokens, :func:`driftlib.model.tiny.answer_loss`).
+    ``lr``: the peak learning rate. None: the builder's defaults."""
     from driftlib.model import tiny
 
+    options = {} if lr is None else {"lr": lr}
+    if variant == "aligned" and opening_weight is not None:
+        options["opening_weight"] = opening_weight
     if variant == "base":
-        record = tiny.build_base(arch, tokenizer, out, steps=steps, seed=seed)
+        record = tiny.build_base(arch, tokenizer, out, steps=steps, seed=seed, corpus=corpus, **options)
     else:
-        record = tiny.build_aligned(base, out, steps=steps, seed=seed)
+        chats = tiny.load_pairs_file(pairs) if pairs else None
+        record = tiny.build_aligned(base, out, pairs=chats, steps=steps, seed=seed, **options)
     log.info("built %s: final loss %.3f", out, record.get("final_loss", float("nan")))
 
 
