@@ -160,3 +160,45 @@ def pool(
     if method == "mean":
         return _mean_pool(hidden, mask, skip_first)
     return _last_token_pool(hidden, mask)
+
+
+def pool_slots(
+    hidden: torch.Tensor,
+    method: PoolingMethod,
+    *,
+    weights: torch.Tensor,
+    slots: torch.Tensor,
+    last: torch.Tensor,
+) -> torch.Tensor:
+    """Pool texts laid out in ``hidden [r, t, d]`` as one or several per row (padded or packed batches).
+
+    A row of a padded batch holds one text; a row of a packed batch holds several texts one after
+    the other (see :func:`driftlib.model.forward.build_batch`). Each text has a *slot*: row ``i``,
+    place ``j`` among the row's texts, flat index ``i * s + j``.
+
+    Args:
+        hidden: ``[r, t, d]`` block output (any float dtype).
+        method: ``"mean"`` or ``"last"``.
+        weights: ``[r, s, t]`` float32 mean-pool weights: ``weights[i, j]`` is the weight of every
+            position of row ``i`` for the text in slot ``(i, j)`` (rows summing to 1 for slots that
+            hold a text, 0 elsewhere). Built on the CPU, so pooling needs no host synchronisation.
+        slots: ``[b]`` long: the flat slot of each of the batch's ``b`` texts.
+        last: ``[b]`` long: the flat index ``i * t + p`` of each text's last token.
+
+    Returns:
+        ``[b, d]`` float32 on ``hidden``'s device, in the order of ``slots``. With one text per row
+        (``s == 1``) the mean is computed exactly as :func:`mean_pool` computes it (same operations),
+        and a position no slot weighs never contributes, even if it holds NaN or Inf.
+    """
+    if method not in POOLING_METHODS:
+        raise ValueError(f"unknown pooling method {method!r}; use one of {', '.join(POOLING_METHODS)}")
+    rows, length, size = hidden.shape
+    if method == "last":
+        return hidden.reshape(rows * length, size)[last].to(torch.float32)
+    # zero the positions no slot weighs first: 0 * NaN would still be NaN
+    unused = (weights == 0).all(dim=1) if weights.shape[1] > 1 else weights[:, 0] == 0  # [r, t]
+    states = hidden.to(torch.float32).masked_fill(unused.unsqueeze(-1), 0.0)
+    pooled = torch.bmm(weights, states)  # [r, s, d]
+    if weights.shape[1] == 1:
+        return pooled.squeeze(1)[slots]
+    return pooled.reshape(-1, size)[slots]

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -46,20 +46,27 @@ from tqdm.auto import tqdm
 from driftlib.core.errors import ConfigError, DataError, ModelError
 from driftlib.core.layerspec import LayerSpec, resolve_layers
 from driftlib.model.forward import (
+    FLUSH_BATCHES,
     TRUNCATION_SIDES,
+    Batch,
+    BatchRunner,
     StopForward,
     block_hidden_states,
     block_hooks,
+    build_batch,
+    check_tokens_per_batch,
+    compiled_blocks,
     free_device_memory,
     input_device,
     left_pad,
     named_forward_args,
+    packing_works,
     pad_token_id,
     raise_non_finite,
     tokenise,
 )
 from driftlib.model.layers import find_decoder_layers, hidden_size
-from driftlib.model.pooling import POOLING_METHODS, PoolingMethod, pool
+from driftlib.model.pooling import POOLING_METHODS, PoolingMethod
 from driftlib.stats.selection import check_lambdas
 from driftlib.steer.hooks import steer
 from driftlib.steer.spec import SteeringSpec, as_spec
@@ -272,6 +279,9 @@ def sweep_hidden_states(
     truncation_side: str = "left",
     progress: bool = True,
     model_name: str | None = None,
+    tokens_per_batch: int | None = None,
+    packing: bool = False,
+    compile: bool = False,
 ) -> np.ndarray:
     """Pooled block outputs of ``texts`` steered by ``steering`` (``add``: ``h_l <- h_l + lambda * v_l``), for every lambda.
 
@@ -290,6 +300,11 @@ def sweep_hidden_states(
             :func:`driftlib.model.forward.extract_hidden_states`.
         progress: a tqdm bar over texts.
         model_name: named in errors and on the bar.
+        tokens_per_batch, packing: as in :func:`driftlib.model.forward.extract_hidden_states`.
+            Packing is not used with a ``start_position`` or a gated operator (both act per
+            padded row), which keep padded batches.
+        compile: run the blocks through ``torch.compile``, as in
+            :func:`driftlib.model.forward.extract_hidden_states` (the steering hooks stay eager).
 
     Returns:
         ``np.ndarray [len(lambdas), n, len(measure_layers), d]`` float32; ``[j, i]`` belongs to
@@ -307,6 +322,7 @@ def sweep_hidden_states(
     if pooling not in POOLING_METHODS:
         raise ConfigError(f"pooling: {pooling!r} is not a pooling method; use one of {', '.join(POOLING_METHODS)}")
     check_common(batch_size, max_length, truncation_side)
+    check_tokens_per_batch(tokens_per_batch)
     texts = check_texts(texts)
     lams = check_lambdas(lambdas)
     blocks = find_decoder_layers(model)
@@ -336,25 +352,30 @@ def sweep_hidden_states(
         "sweeping %d lambdas on %s: injection blocks %s, measurement blocks %s, prefix 0..%d computed once per batch",
         len(lams), name, sorted(vecs), measure, first - 1,
     )
+    # packed rows hold several texts: fine for operators acting on each position alone, not for
+    # steering that picks rows (a gate) or absolute columns (start_position)
+    may_pack = bool(packing) and not spec.gated and spec.start_position is None
 
     pooled: dict[int, torch.Tensor] = {}
-    mask_now: list[torch.Tensor] = []
+    batch_now: list[Batch] = []
 
     def on_output(layer: int, state: torch.Tensor) -> None:
-        pooled[layer] = pool(state, mask_now[0], pooling, skip_first=skip_first, check=False)
+        pooled[layer] = batch_now[0].pool(state, pooling)
 
-    def run_batch(rows: list[int]) -> list[torch.Tensor]:
-        kwargs, mask = batches.inputs(rows)
+    def run_batch(rows: list[list[int]]) -> tuple[list[int], torch.Tensor]:
+        batch = build_batch(batches.ids, rows, batches.pad_id, packed=runner.packing, skip_first=skip_first,
+                            width=runner.width if compile else None)
+        batch_now[:] = [batch.to(batches.device)]
+        kwargs = batch_now[0].forward_kwargs(batches.named_args)
         cached: object = None
-        if first > 0:
-            with record_output(model, first - 1, stop=True) as store:
-                _run_stopping(model, kwargs)
-            if not store:
-                raise ModelError(f"the forward pass of {name} finished without running decoder block {first - 1}")
-            cached = store[0]
         results = []
-        mask_now[:] = [mask]
         try:
+            if first > 0:
+                with record_output(model, first - 1, stop=True) as store:
+                    _run_stopping(model, kwargs)
+                if not store:
+                    raise ModelError(f"the forward pass of {name} finished without running decoder block {first - 1}")
+                cached = store[0]
             for lam in lams:
                 pooled.clear()
                 with (
@@ -368,39 +389,60 @@ def sweep_hidden_states(
                     raise ModelError(f"the forward pass of {name} finished without running decoder block(s) {missing}")
                 results.append(torch.stack([pooled[layer] for layer in measure], dim=1))  # [b, M, d]
         finally:
-            mask_now.clear()
+            batch_now.clear()
             pooled.clear()
-        return results
+        return batch.texts, torch.stack(results)  # [J, b, M, d]
 
     out = np.empty((len(lams), n, len(measure), hidden), dtype=np.float32)
-    size = batch_size
-    start = 0
+    pending: list[tuple[list[int], torch.Tensor]] = []  # pooled batches not yet copied to the CPU
+
+    def flush() -> None:
+        """Copy the pending batches to ``out`` (one device synchronisation) and check them."""
+        if not pending:
+            return
+        rows = [row for batch_rows, _ in pending for row in batch_rows]
+        states = torch.cat([block for _, block in pending], dim=1).to("cpu", torch.float32).numpy()  # [J, b, M, d]
+        pending.clear()
+        for j in range(len(lams)):
+            bad = ~np.isfinite(states[j]).all(axis=2)
+            if bad.any():
+                raise_non_finite(bad, rows, measure, f"{name} at lambda {lams[j]}", model)
+        out[:, rows] = states
+
     with (
         eval_mode(model),
         torch.inference_mode(),
         tqdm(total=n, desc=f"lambda sweep {name}", unit="text", disable=not progress, leave=False) as bar,
     ):
-        while start < n:
-            rows = batches.order[start : start + size]
+        runner = BatchRunner([len(seq) for seq in batches.ids], batches.order, batch_size=batch_size,
+                             tokens_per_batch=tokens_per_batch,
+                             packing=may_pack and packing_works(model, deepest, batches.named_args))
+        with compiled_blocks(model, range(deepest + 1)) if compile else nullcontext():
             try:
-                states = run_batch(rows)
-            except torch.OutOfMemoryError as exc:
-                if size == 1:
-                    raise ModelError(
-                        f"out of memory sweeping {name} on one text of {len(batches.ids[rows[0]])} tokens "
-                        f"(row {rows[0]}); lower max_length, use a smaller dtype, or use a device with more memory"
-                    ) from exc
-                free_device_memory()
-                logger.warning("out of memory at batch size %d; retrying with %d", size, size // 2)
-                size //= 2
-                continue
-            for j, block in enumerate(states):
-                bad = ~torch.isfinite(block).all(dim=2)
-                if bool(bad.any()):
-                    raise_non_finite(bad.cpu(), rows, measure, f"{name} at lambda {lams[j]}", model)
-                out[j, rows] = block.to("cpu", torch.float32).numpy()
-            start += len(rows)
-            bar.update(len(rows))
+                while (rows := runner.next()) is not None:
+                    try:
+                        texts_done, states = run_batch(rows)
+                    except torch.OutOfMemoryError as exc:
+                        message = runner.shrink()
+                        if message is None:
+                            raise ModelError(
+                                f"out of memory sweeping {name} on one text of {len(batches.ids[rows[0][0]])} tokens "
+                                f"(row {rows[0][0]}); lower max_length, use a smaller dtype, or use a device with more memory"
+                            ) from exc
+                    else:
+                        message = None
+                    if message is not None:  # outside the except block, so the traceback no longer pins the batch's tensors
+                        free_device_memory()
+                        logger.warning(message)
+                        continue
+                    runner.done()
+                    pending.append((texts_done, states))
+                    if len(pending) >= FLUSH_BATCHES:
+                        flush()
+                    bar.update(len(texts_done))
+                flush()
+            finally:
+                pending.clear()
     return out
 
 
