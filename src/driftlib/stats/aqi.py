@@ -433,19 +433,42 @@ def preprocess_inplace(Z: np.ndarray, method: str, n_components: int | None, see
     k = min(int(n_components), n - 1, Z.shape[1])
     if k < 1:
         return Z[:, :0]
-    from sklearn.decomposition import PCA
-
     # sklearn's own rule for when the randomized solver is the faster one (fixed here, so the
     # choice does not depend on the installed sklearn version); else an exact SVD.
     small = min(Z.shape)
-    solver = "randomized" if small > 500 and k < 0.8 * small else "full"
-    pca = PCA(n_components=k, svd_solver=solver, random_state=seed if solver == "randomized" else None,
-              whiten=False, copy=False)
-    out = np.ascontiguousarray(pca.fit_transform(Z), dtype=np.float64)
+    if small > 500 and k < 0.8 * small:
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=k, svd_solver="randomized", random_state=seed, whiten=False, copy=False)
+        out = np.ascontiguousarray(pca.fit_transform(Z), dtype=np.float64)
+    else:
+        out = _exact_pca(Z, k)
     if not np.isfinite(out).all():
         raise NumericsError(f"X: the PCA of the standardised features gave NaN/Inf ({k} components of "
                             f"{Z.shape[1]} features, {n} rows)")
     return out
+
+
+def _exact_pca(Z: np.ndarray, k: int) -> np.ndarray:
+    """The scores on the first ``k`` principal components from an exact SVD: what sklearn's
+    ``PCA(k, svd_solver="full").fit_transform`` returns (the same scipy SVD of the centred rows and
+    sklearn's sign rule: each component's largest-magnitude loading is positive), without importing
+    sklearn, whose import costs a scoring job more than its small PCAs do.
+
+    Args:
+        Z: ``[n, d]`` float64 rows; centred in place.
+        k: components kept, ``1 <= k <= min(n, d)``.
+
+    Returns:
+        ``[n, k]`` float64 scores ``U[:, :k] * S[:k]``.
+    """
+    from scipy.linalg import svd
+
+    Z -= Z.mean(axis=0)
+    U, S, Vt = svd(Z, full_matrices=False)
+    signs = np.sign(Vt[np.arange(Vt.shape[0]), np.argmax(np.abs(Vt), axis=1)])
+    U *= signs
+    return np.ascontiguousarray(U[:, :k] * S[:k], dtype=np.float64)
 
 
 def preprocess_features(X: Any, *, method: str = "standardize", n_components: int | None = 32,

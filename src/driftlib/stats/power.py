@@ -21,7 +21,7 @@ import numbers
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri  # the standard normal quantile; scipy.stats is slow to import
 
 from driftlib.core.errors import ConfigError, DataError
 
@@ -64,8 +64,8 @@ def minimum_detectable_effect(se: float, *, alpha: float = 0.05, power: float = 
     alpha = _check_level("alpha", alpha)
     power = _check_level("power", power)
     se = _check_se(se)
-    z_crit = norm.ppf(1.0 - alpha / 2.0) if two_sided else norm.ppf(1.0 - alpha)
-    return float((z_crit + norm.ppf(power)) * se)
+    z_crit = ndtri(1.0 - alpha / 2.0) if two_sided else ndtri(1.0 - alpha)
+    return float((z_crit + ndtri(power)) * se)
 
 
 def resolvable(effect: float, se: float, **kwargs: Any) -> bool:
