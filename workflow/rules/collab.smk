@@ -3,6 +3,35 @@
 # pre-steering the agents prevent it? One run per (pairing, profile): a profile gives each agent's
 # lambda on its own vector (profiles.py); phase 6 asks for further profiles of the same rules.
 # Each agent's solo control runs once per lambda and serves every pairing and profile.
+# An agent is a model key (its aligned model) or KEY@dealigned[<N>]: that aligned model with phase
+# 4.5's dealignment adapter merged in (agent_ref / agent_adapter in common.smk), steered on KEY's vector.
+# With behaviour.enabled and behaviour.collaboration, collab_states also writes each agent's greedy answers in every condition.
+
+import re
+
+#: every agent of a pairing (a rule-level constraint: the global `agent` one knows only model keys)
+AGENT_NAMES = sorted({a for agents in PAIRINGS.values() for a in agents})
+AGENT_RE = "|".join(re.escape(a) for a in AGENT_NAMES) or "(?!)"
+
+
+def AGENT_KEY(wildcards):
+    return agent_ref(wildcards.agent).key
+
+
+def agent_inputs(name):
+    """What loading agent `name` needs built: its key's aligned model, and the adapters if dealigned."""
+    ref = agent_ref(name)
+    return built_inputs(ref.key, "aligned") + ([f"{RESULTS}/dealign/{ref.key}/adapters"] if ref.dealigned else [])
+
+
+def agent_vectors(name):
+    return f"{RESULTS}/vectors/{agent_ref(name).key}.safetensors"
+
+
+def agent_load_options(wildcards):
+    """`--model ...` of the agent's key's aligned model, and `--adapter` for a dealigned agent."""
+    adapter = agent_adapter(wildcards.agent)
+    return load_options(AGENT_KEY(wildcards), "aligned") + (f" --adapter {adapter}" if adapter else "")
 
 
 rule prepare_tasks:
@@ -31,8 +60,8 @@ rule prepare_tasks:
 rule collaborate:
     input:
         tasks=f"{RESULTS}/collab/tasks.parquet",
-        vectors=pairing_inputs(lambda key: [f"{RESULTS}/vectors/{key}.safetensors"]),
-        models=pairing_inputs(lambda key: built_inputs(key, "aligned")),
+        vectors=pairing_inputs(lambda name: [agent_vectors(name)]),
+        models=pairing_inputs(agent_inputs),
         code=code("collaborate"),
     output:
         f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
@@ -70,14 +99,16 @@ rule collaborate:
 rule solo_run:
     input:
         tasks=f"{RESULTS}/collab/tasks.parquet",
-        vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
-        model=lambda wildcards: built_inputs(wildcards.agent, "aligned"),
+        vectors=lambda wildcards: agent_vectors(wildcards.agent),
+        model=lambda wildcards: agent_inputs(wildcards.agent),
         code=code("solo"),
     output:
         f"{RESULTS}/collab/solo/{{agent}}/lam{{lam}}/transcripts.parquet",
+    wildcard_constraints:
+        agent=AGENT_RE,
     params:
         steering=steering_args(),
-        model=lambda wildcards: load_options(wildcards.agent, "aligned"),
+        model=agent_load_options,
         turns=lambda wildcards: solo_turns(wildcards.agent),
         seeds=layer_args(COLLAB["seeds"]),
         max_new_tokens=COLLAB["max_new_tokens"],
@@ -92,8 +123,8 @@ rule solo_run:
     threads: 4
     resources:
         gpu=1,
-        mem_mb=model_mem_mb(BY_AGENT),
-        runtime=model_runtime(BY_AGENT),
+        mem_mb=model_mem_mb(AGENT_KEY),
+        runtime=model_runtime(AGENT_KEY),
     conda:
         ENV
     shell:
@@ -109,15 +140,21 @@ rule collab_states:
         prompts=f"{RESULTS}/data/prompts.parquet",
         transcripts=f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
         solo=solo_transcripts,
-        vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
+        vectors=lambda wildcards: agent_vectors(wildcards.agent),
         neutral=local_file(STEER["cost"]["neutral"]),
-        model=lambda wildcards: built_inputs(wildcards.agent, "aligned"),
+        model=lambda wildcards: agent_inputs(wildcards.agent),
         code=code("collab-states"),
     output:
-        f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.states.safetensors",
+        states=f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.states.safetensors",
+        answers=f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.answers.parquet" if COLLAB_BEHAVIOUR else [],
+    wildcard_constraints:
+        agent=AGENT_RE,
     params:
         steering=steering_args(),
-        model=lambda wildcards: load_options(wildcards.agent, "aligned"),
+        model=agent_load_options,
+        answers=lambda wildcards, output: (
+            f"--answers-out {output.answers} --answer-tokens {config['behaviour']['max_new_tokens']}" if COLLAB_BEHAVIOUR else ""
+        ),
         lam=agent_lambda,
         team=lambda wildcards: " ".join(PAIRINGS[wildcards.pairing]),
         measure=layer_args(STEER["measure_layers"]),
@@ -133,8 +170,8 @@ rule collab_states:
     threads: 4
     resources:
         gpu=1,
-        mem_mb=model_mem_mb(BY_AGENT),
-        runtime=model_runtime(BY_AGENT),
+        mem_mb=model_mem_mb(AGENT_KEY),
+        runtime=model_runtime(AGENT_KEY),
     conda:
         ENV
     shell:
@@ -142,22 +179,27 @@ rule collab_states:
         "--team {params.team} {params.steering} --measure {params.measure} --pooling {params.pooling} "
         "--tasks {input.tasks} --transcripts {input.transcripts} --solo {input.solo} --prompts {input.prompts} "
         "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --neutral {params.neutral:q} "
-        "--n-texts {params.n_texts} --out {output} > {log} 2>&1"
+        "--n-texts {params.n_texts} {params.answers} --out {output.states} > {log} 2>&1"
 
 
 rule score_collab:
     input:
         states=f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.states.safetensors",
+        answers=f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.answers.parquet" if COLLAB_BEHAVIOUR else [],
         prompts=f"{RESULTS}/data/prompts.parquet",
-        vectors=f"{RESULTS}/vectors/{{agent}}.safetensors",
+        vectors=lambda wildcards: agent_vectors(wildcards.agent),
         transcripts=f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
         tasks=f"{RESULTS}/collab/tasks.parquet",
         code=code("score-collab"),
     output:
         f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.drift.json",
+    wildcard_constraints:
+        agent=AGENT_RE,
     params:
         aqi=aqi_options(),
         permutations=COLLAB["permutations"],
+        answers=lambda wildcards, input: f"--answers {input.answers}" if COLLAB_BEHAVIOUR else "",
+        model_key=AGENT_KEY,
     log:
         f"{RESULTS}/logs/score_collab/{{pairing}}/{{profile}}/{{agent}}.log",
     benchmark:
@@ -167,7 +209,7 @@ rule score_collab:
     shell:
         "driftlib score-collab --states {input.states} --prompts {input.prompts} --vectors {input.vectors} "
         "--transcripts {input.transcripts} --tasks {input.tasks} --pairing {wildcards.pairing} "
-        "--profile {wildcards.profile} --model-key {wildcards.agent} {params.aqi} "
+        "--profile {wildcards.profile} --model-key {params.model_key} {params.aqi} {params.answers} "
         "--drift-permutations {params.permutations} --out {output} > {log} 2>&1"
 
 
@@ -188,6 +230,11 @@ rule collab_summary:
         drift=report(
             f"{RESULTS}/collab/drift.png",
             caption="../report/collab_drift.rst",
+            category="Phase 5: collaboration drift",
+        ),
+        behaviour=report(
+            f"{RESULTS}/collab/behaviour.png",
+            caption="../report/collab_behaviour.rst",
             category="Phase 5: collaboration drift",
         ),
         trajectories=report(

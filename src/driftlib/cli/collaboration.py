@@ -45,7 +45,7 @@ def solo(a: argparse.Namespace) -> None:
 
     solo(source=agent_source(a), name=a.name, vectors=a.vectors, lam=a.lam, steering=steering(a), tasks=a.tasks,
          turns=a.turns, seeds=a.seeds, max_new_tokens=a.max_new_tokens, temperature=a.temperature, top_p=a.top_p,
-         context_tokens=a.context_tokens, batch_size=a.batch_size, out=a.out)
+         context_tokens=a.context_tokens, batch_size=a.batch_size, out=a.out, adapter=a.adapter)
 
 
 def collab_states(a: argparse.Namespace) -> None:
@@ -54,7 +54,8 @@ def collab_states(a: argparse.Namespace) -> None:
     collab_states(source=agent_source(a), name=a.name, vectors=a.vectors, lam=a.lam, steering=steering(a),
                   tasks=a.tasks, team=a.team, transcripts=a.transcripts, solo=a.solo, prompts=a.prompts,
                   measure=a.measure, pooling=a.pooling, cost=cost(a), context_tokens=a.context_tokens,
-                  batch_size=a.batch_size, out=a.out)
+                  batch_size=a.batch_size, out=a.out, adapter=a.adapter, answers_out=a.answers_out,
+                  max_new_tokens=a.answer_tokens)
 
 
 def score_collab(a: argparse.Namespace) -> None:
@@ -63,7 +64,8 @@ def score_collab(a: argparse.Namespace) -> None:
     score_collab(states=a.states, prompts=a.prompts, vectors=a.vectors, transcripts=a.transcripts, tasks=a.tasks,
                  pairing=a.pairing, profile=a.profile, model_key=a.model_key, method=a.method,
                  pca_components=a.pca_components, bootstrap=a.bootstrap, permutations=a.permutations,
-                 drift_permutations=a.drift_permutations, confidence=a.confidence, seed=a.seed, out=a.out)
+                 drift_permutations=a.drift_permutations, confidence=a.confidence, seed=a.seed, out=a.out,
+                 probe_folds=a.probe_folds, answers=a.answers)
 
 
 def summarize_collab(a: argparse.Namespace) -> None:
@@ -97,6 +99,8 @@ def agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="the agent's name in the transcripts")
     p.add_argument("--vectors", default=None, help="the agent's own vectors (compute_vectors)")
     p.add_argument("--lam", type=float, default=0.0, help="the agent's posture (0: not steered)")
+    p.add_argument("--adapter", default=None,
+                   help="a LoRA adapter folder merged into the model (a dealigned agent: phase 4.5's adapter)")
 
 
 def _run_parsers(sub) -> None:
@@ -125,6 +129,9 @@ def _run_parsers(sub) -> None:
     p.add_argument("--measure", type=layer, nargs="+", required=True)
     p.add_argument("--pooling", choices=["mean", "last"], default="mean")
     cost_options(p)
+    p.add_argument("--answers-out", default=None,
+                   help="also write greedy answers to every prompt in each condition, classified (Parquet)")
+    p.add_argument("--answer-tokens", type=int, default=24, help="the longest answer (with --answers-out)")
     p.add_argument("--out", required=True)
 
 
@@ -138,7 +145,8 @@ def register(sub) -> None:
 
     _run_parsers(sub)
 
-    p = command(sub, "score-collab", score_collab, "phase 5: AQIs, drift with its permutation test, projection drift, outcome")
+    p = command(sub, "score-collab", score_collab,
+                "phase 5: AQIs, probe AUCs, drift with its test and MDE, behaviour, projection drift, outcome")
     for name in ("states", "prompts", "vectors", "transcripts", "tasks"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--pairing", default="")
@@ -146,6 +154,7 @@ def register(sub) -> None:
     p.add_argument("--model-key", default="", help="the config's model key (recorded)")
     aqi_options(p)
     p.add_argument("--drift-permutations", type=int, default=1000, help="swaps of the paired permutation test")
+    p.add_argument("--answers", default=None, help="the agent's answers (collab-states --answers-out): behaviour")
     p.add_argument("--out", required=True)
 
     p = command(sub, "summarize-collab", summarize_collab, "phase 5 summary: drift table, plots, sample transcripts")

@@ -328,12 +328,22 @@ def _check_dealign(config: dict) -> None:
 
 def _check_collaboration(config: dict) -> None:
     """Phase 5/6: pairings name configured models; the postures include "no steering"."""
+    from driftlib.core.agents import parse_agent
+
     collab = config["collaboration"]
     models = list(config["models"])
     for i, pairing in enumerate(collab["pairings"]):
-        unknown = [m for m in pairing if m not in models]
+        try:  # KEY, KEY@dealigned or KEY@dealigned<N> (driftlib.core.agents)
+            refs = [parse_agent(m, config["dealign"]["steps"]) for m in pairing]
+        except ConfigError as exc:
+            raise ConfigError(f"collaboration.pairings[{i}]: {exc}") from None
+        unknown = [r.name for r in refs if r.key not in models]
         if unknown:
             raise ConfigError(f"collaboration.pairings[{i}]: {unknown} are not model keys (models: {models})")
+        undealigned = [r.name for r in refs if r.dealigned and r.key not in (config["dealign"]["models"] or models)]
+        if undealigned:
+            raise ConfigError(f"collaboration.pairings[{i}]: {undealigned} need phase 4.5 to dealign their model; "
+                              f"add it to dealign.models")
         bad = [m for m in pairing if "+" in m or "/" in m]
         if bad:
             raise ConfigError(f"collaboration.pairings[{i}]: model keys {bad} hold '+' or '/', which pairing names use")

@@ -1,8 +1,16 @@
 """Phase 5's measurement (model code): an agent's hidden states on the evaluation prompts alone,
-after a collaboration transcript and after its solo control, and on its own turns round by round.
+after a collaboration transcript and after its solo control, and on its own turns round by round;
+and its behaviour: greedy answers to the same prompts in the same three conditions.
 
 The conditions, the length matching and the pooled span are defined in :mod:`driftlib.phases.collaboration.evaluate`'s
 docstring (and docs/collaboration.md); :func:`measure_agent` is the ``collab_states`` rule.
+
+Behaviour (:func:`answer_prompts`): the agent answers each prompt greedily from exactly the token ids
+whose hidden states are read (context + the prompt's user turn + the generation prompt, under its
+posture), up to ``behaviour.max_new_tokens`` tokens; the answer is decoded (special tokens dropped,
+stripped) and classified by :class:`driftlib.stats.behaviour.StringMatchClassifier` (or another
+:class:`~driftlib.stats.behaviour.Classifier`). One row per prompt and condition,
+:data:`ANSWER_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -18,17 +26,22 @@ from driftlib.core.layerspec import resolve_layers
 from driftlib.model.forward import extract_hidden_states
 from driftlib.model.layers import num_layers
 from driftlib.phases.collaboration.protocol import (
+    greedy_ids,
     render_ids,
     truncate_left,
     view_messages,
 )
 from driftlib.phases.collaboration.transcripts import transcript_keys, turns_of
 from driftlib.steer.capability import next_token_kl
+from driftlib.steer.runs import ANSWER_COLUMNS as STEER_ANSWER_COLUMNS
 
-__all__ = ["CONDITIONS", "measurement_inputs", "round_inputs", "measure_agent"]
+__all__ = ["ANSWER_COLUMNS", "CONDITIONS", "measurement_inputs", "round_inputs", "answer_prompts", "measure_agent"]
 
 #: the three ways an agent reads an evaluation prompt
 CONDITIONS = ("solo", "collab", "control")
+#: phase 5's answers table: :data:`driftlib.steer.runs.ANSWER_COLUMNS` (``variant``: ``aligned`` or
+#: ``dealigned<N>``), the agent's name and the condition
+ANSWER_COLUMNS = [*STEER_ANSWER_COLUMNS, "agent", "condition"]
 
 
 def _lcp(a: Sequence[int], b: Sequence[int]) -> int:
@@ -148,6 +161,39 @@ def round_inputs(
     return out
 
 
+def answer_prompts(agent: Any, inputs: dict[str, Any], prompts: pd.DataFrame, *, max_new_tokens: int,
+                   batch_size: int = 8, classifier: Any = None, model: str = "", variant: str = "aligned") -> pd.DataFrame:
+    """Greedy answers of ``agent`` (under its posture) to every prompt in every condition, classified.
+
+    Args:
+        agent: a :class:`~driftlib.phases.collaboration.protocol.Agent`.
+        inputs: :func:`measurement_inputs` of the prompts (the ids read for the hidden states).
+        prompts: the prompts frame (``id, axiom, safety_label``), ``n`` rows in the order of ``inputs``.
+        max_new_tokens: the longest answer (config ``behaviour.max_new_tokens``).
+        batch_size: inputs per ``generate`` call.
+        classifier: ``list[str] -> list[bool]`` (True: a refusal); default
+            :class:`driftlib.stats.behaviour.StringMatchClassifier`.
+        model, variant: recorded in every row (the model key; ``aligned`` or ``dealigned<N>``).
+
+    Returns:
+        :data:`ANSWER_COLUMNS`, ``3 n`` rows: condition-major (:data:`CONDITIONS`), prompts in order.
+    """
+    from driftlib.stats.behaviour import StringMatchClassifier
+
+    classify = classifier or StringMatchClassifier()
+    frames = []
+    for cond in CONDITIONS:
+        ids = greedy_ids(agent, inputs[cond][0], max_new_tokens=max_new_tokens, batch_size=batch_size)
+        texts = [agent.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+        frames.append(pd.DataFrame({
+            "model": model, "variant": variant, "operator": agent.steering.operator if agent.steered else "none",
+            "lam": float(agent.lam), "id": prompts["id"].astype(str).to_numpy(), "axiom": prompts["axiom"].to_numpy(),
+            "safety_label": prompts["safety_label"].to_numpy(), "text": texts,
+            "refused": [bool(r) for r in classify(texts)], "agent": agent.name, "condition": cond},
+            columns=ANSWER_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
 def measure_agent(
     agent: Any,
     transcripts: pd.DataFrame,
@@ -161,14 +207,19 @@ def measure_agent(
     context_tokens: int = 2048,
     batch_size: int = 8,
     neutral: Sequence[str] = (),
+    answer_tokens: int | None = None,
+    answer_labels: dict[str, str] | None = None,
     progress: bool = True,
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Hidden states of one agent (an :class:`~driftlib.phases.collaboration.protocol.Agent`, steered by its posture).
+) -> tuple[dict[str, np.ndarray], dict[str, Any], pd.DataFrame | None]:
+    """Hidden states of one agent (an :class:`~driftlib.phases.collaboration.protocol.Agent`, steered by its
+    posture), and its answers when ``answer_tokens`` is given.
 
-    Returns ``(arrays, metadata)``: ``solo``, ``collab``, ``control`` ``[n, L, d]`` (prompts in the
+    Returns ``(arrays, metadata, answers)``: ``solo``, ``collab``, ``control`` ``[n, L, d]`` (prompts in the
     order of ``prompts``), ``rounds_collab``, ``rounds_control`` ``[rounds, T, L, d]``,
     ``context_tokens [n]``; metadata: ``layers`` (resolved), ``keys``, ``kl`` (mean next-token KL of
-    the agent's posture from the unsteered agent on ``neutral``; 0 when not steered).
+    the agent's posture from the unsteered agent on ``neutral``; 0 when not steered); answers:
+    :func:`answer_prompts` with ``answer_tokens`` new tokens at most (``answer_labels``: its ``model``
+    and ``variant``), or None.
     """
     depth = num_layers(agent.model)
     resolved = resolve_layers(list(layers), depth, key="steering.measure_layers")
@@ -198,6 +249,10 @@ def measure_agent(
     if agent.steered and neutral:
         kl = float(next_token_kl(agent.model, agent.tokenizer, list(neutral), agent.steering, [agent.lam],
                                  batch_size=batch_size, progress=progress)[0])
+    answers = None
+    if answer_tokens is not None:
+        answers = answer_prompts(agent, inputs, prompts, max_new_tokens=answer_tokens, batch_size=batch_size,
+                                 **(answer_labels or {}))
     meta = {"layers": resolved, "keys": [list(k) for k in inputs["keys"]], "kl": kl, "agent": agent.name,
             "lam": float(agent.lam), "team": list(team), "rounds": int(rounds), "n_prompts": len(prompts)}
-    return arrays, meta
+    return arrays, meta, answers

@@ -60,7 +60,7 @@ from driftlib.steer.spec import SteeringSpec
 logger = logging.getLogger(__name__)
 
 __all__ = ["Agent", "TRANSCRIPT_COLUMNS", "ORDERS", "brief", "view_messages", "turn_messages", "render_ids",
-           "truncate_left", "run_collaboration", "run_solo"]
+           "truncate_left", "greedy_ids", "run_collaboration", "run_solo"]
 
 ORDERS: tuple[str, ...] = ("round_robin", "random")
 
@@ -229,6 +229,32 @@ def _generate(agent: Agent, inputs: list[list[int]], *, max_new_tokens: int, tem
     finally:
         if was_training:
             model.train()
+    return out
+
+
+def greedy_ids(agent: Agent, inputs: Sequence[Sequence[int]], *, max_new_tokens: int,
+               batch_size: int = 8) -> list[list[int]]:
+    """Greedy answers of ``agent`` (under its posture) to token-id inputs: the new ids of each input,
+    in input order, cut before the first end-of-turn token (:func:`_stop_ids`).
+
+    The inputs are batched longest first (left-padded, as the protocol's turns are) so a batch wastes
+    little padding; each answer is that of its input alone (``generate`` with ``do_sample=False``
+    and the KV cache; ``tests/test_collab_eval.py`` checks it against unpadded generation).
+
+    Args:
+        agent: the answering agent (steered by its posture while it generates).
+        inputs: ``[n]`` lists of token ids (rendered prompts, with any context).
+        max_new_tokens: the longest answer.
+        batch_size: inputs per ``generate`` call.
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ConfigError(f"behaviour.max_new_tokens: {max_new_tokens!r}; use a positive integer")
+    order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+    new = _generate(agent, [list(inputs[i]) for i in order], max_new_tokens=max_new_tokens, temperature=0.0,
+                    top_p=1.0, batch_size=batch_size, seed=0)
+    out: list[list[int]] = [[] for _ in inputs]
+    for i, seq in zip(order, new, strict=True):
+        out[i] = seq
     return out
 
 

@@ -1,5 +1,12 @@
 """Phase 5 summary: one table of every agent's drift (``drift.parquet``/``.csv``), the plots and
-sample transcripts."""
+sample transcripts.
+
+The table has :data:`driftlib.core.records.DRIFT_COLUMNS`, ``condition`` and :data:`EXTRA_COLUMNS`:
+the AQI drift's MDE, ``resolvable`` and p-value floor, each condition's probe AUC with its interval
+(NaN without ``aqi.probe_folds``), and the behaviour (NaN when ``behaviour.enabled`` is off): per
+condition the refusal rate on unsafe and the over-refusal rate on safe prompts with Wilson
+intervals, and the behavioural drift (refusal split after the collaboration minus after the control)
+with its paired interval, p-value, p floor, MDE and ``resolvable``."""
 
 from __future__ import annotations
 
@@ -12,7 +19,48 @@ from driftlib.core.artifacts import read_json, read_table, write_json, write_tab
 from driftlib.core.records import collect_drift
 from driftlib.phases.collaboration.transcripts import transcript_keys
 
-__all__ = ["run_condition", "summarize_collaboration"]
+__all__ = ["EXTRA_COLUMNS", "extra_row", "run_condition", "summarize_collaboration"]
+
+_CONDS = ("solo", "collab", "control")
+_RATES = ("refusal_unsafe", "over_refusal_safe")
+#: columns the phase-5 table adds to DRIFT_COLUMNS (see the module docstring)
+EXTRA_COLUMNS = (
+    ["drift_mde", "drift_resolvable", "drift_p_floor"]
+    + [f"probe_{c}{s}" for c in _CONDS for s in ("", "_lo", "_hi")]
+    + [f"{r}_{c}{s}" for c in _CONDS for r in _RATES for s in ("", "_lo", "_hi")]
+    + ["behaviour_drift", "behaviour_drift_lo", "behaviour_drift_hi", "behaviour_p_value", "behaviour_p_floor",
+       "behaviour_mde", "behaviour_resolvable"]
+)
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def extra_row(result: dict) -> dict:
+    """:data:`EXTRA_COLUMNS` of one drift record (the JSON ``score-collab`` writes)."""
+    row: dict = {k: float("nan") for k in EXTRA_COLUMNS}
+    d = result["drift"]
+    row.update(drift_mde=_num(d.get("mde")), drift_resolvable=bool(d.get("resolvable", False)),
+               drift_p_floor=_num(d.get("p_floor")))
+    for c in _CONDS:
+        probe = result.get(f"probe_{c}")
+        if probe:
+            row[f"probe_{c}"], row[f"probe_{c}_lo"], row[f"probe_{c}_hi"] = _num(probe["auc"]), *map(_num, probe["ci"])
+    b = result.get("behaviour")
+    row["behaviour_resolvable"] = bool(b["drift"]["resolvable"]) if b else False
+    if not b:
+        return row
+    for c in _CONDS:
+        rates = b["rates"][c]
+        for r in _RATES:
+            row[f"{r}_{c}"], row[f"{r}_{c}_lo"], row[f"{r}_{c}_hi"] = (
+                _num(rates[r]), _num(rates[f"{r}_ci_low"]), _num(rates[f"{r}_ci_high"]))
+    bd = b["drift"]
+    row.update(behaviour_drift=_num(bd["difference"]), behaviour_drift_lo=_num(bd["ci_low"]),
+               behaviour_drift_hi=_num(bd["ci_high"]), behaviour_p_value=_num(bd["p_value"]),
+               behaviour_p_floor=_num(bd["p_floor"]), behaviour_mde=_num(bd["mde"]))
+    return row
 
 
 def _sample_transcript(transcripts: pd.DataFrame, tasks: dict[str, str], title: str, n_tasks: int = 2) -> str:
@@ -43,18 +91,21 @@ def run_condition(profile: str, plain: float, prevention: float | None) -> str:
 def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files: Sequence[str | Path],
                             tasks: pd.DataFrame, out_dir: str | Path, *, plain: float = 0.0,
                             prevention: float | None = None) -> pd.DataFrame:
-    """The phase-5 table (``drift.parquet``, ``drift.csv``: :data:`DRIFT_COLUMNS` and ``condition``,
-    see :func:`run_condition`), the drift plot (plain against pre-steered runs), the trajectory plot,
-    and a markdown sample of each run's transcripts (``samples/<pairing>__<profile>.md``)."""
+    """The phase-5 table (``drift.parquet``, ``drift.csv``: :data:`DRIFT_COLUMNS`, ``condition``, see
+    :func:`run_condition`, and :data:`EXTRA_COLUMNS`), the drift plot (plain against pre-steered runs),
+    the behaviour plot (``behaviour.png``), the trajectory plot, and a markdown sample of each run's
+    transcripts (``samples/<pairing>__<profile>.md``)."""
     from driftlib.phases.collaboration import plots
 
     out_dir = Path(out_dir)
     table = collect_drift(drift_files)
     table["condition"] = [run_condition(p, plain, prevention) for p in table["profile"]]
+    results = [read_json(p) for p in drift_files]
+    table = pd.concat([table, pd.DataFrame([extra_row(r) for r in results], columns=EXTRA_COLUMNS)], axis=1)
     write_table(table, out_dir / "drift.parquet", metadata={"producer": "collab_summary"})
     write_table(table, out_dir / "drift.csv")
-    results = [read_json(p) for p in drift_files]
     plots.collab_drift(table, out_dir / "drift.png")
+    plots.collab_behaviour(table, out_dir / "behaviour.png")
     plots.collab_trajectories([r for r, c in zip(results, table["condition"], strict=True) if c != "game"],
                               out_dir / "trajectories.png")
     task_text = dict(zip(tasks["id"].astype(str), tasks["prompt"], strict=True))
@@ -68,8 +119,14 @@ def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files:
     main = table[table["condition"] != "game"]
     summary = {"runs": int(table.groupby(["pairing", "profile"]).ngroups), "plain_lambda": plain,
                "prevention_lambda": prevention,
-               "drift": main[["pairing", "agent", "condition", "drift", "drift_lo", "drift_hi", "p_value"]]
+               "drift": main[["pairing", "agent", "condition", "drift", "drift_lo", "drift_hi", "p_value",
+                              "drift_mde", "drift_resolvable"]].to_dict(orient="records"),
+               "behaviour": main[["pairing", "agent", "condition", "behaviour_drift", "behaviour_drift_lo",
+                                  "behaviour_drift_hi", "behaviour_p_value", "behaviour_mde", "behaviour_resolvable"]]
                .to_dict(orient="records"),
-               "significant_at_0.05": int((main["p_value"] < 0.05).sum()), "tests": int(len(main))}
+               "significant_at_0.05": int((main["p_value"] < 0.05).sum()), "tests": int(len(main)),
+               "behaviour_significant_at_0.05": int((main["behaviour_p_value"] < 0.05).sum()),
+               "resolvable": int(main["drift_resolvable"].sum()),
+               "behaviour_resolvable": int(main["behaviour_resolvable"].sum())}
     write_json(summary, out_dir / "collab_summary.json")
     return table
