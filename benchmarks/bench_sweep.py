@@ -16,8 +16,18 @@ pairs, tokenised by a byte-level BPE trained here on that file. Prints the time 
 <= 0.55), the largest difference of the pooled states, and (when :mod:`driftlib.stats.aqi` has
 ``alignment_quality``) the largest difference of the AQIs computed on random safe/unsafe labels.
 
+With ``--transfer ARCH`` it measures phase 4's transfer sweep instead, on a tiny-family model
+(``ARCH``: llama, mistral, qwen2, phi3 or gemma2; random weights, the tiny tokenizer, the bundled
+evaluation prompts, the default config's injection at 0.5 and measurement at 1.0): 3 methods x
+(mapped, shuffled-map control, random control) = 9 specs x 5 lambdas, as the ratio to one unsteered
+extraction of the same prompts at the measurement block, side by side for the old path (one
+:func:`~driftlib.steer.sweep.sweep_hidden_states` per spec) and the new one
+(:func:`driftlib.steer.runs.sweep_specs`: one unsteered prefix per batch for every spec and lambda,
+lambda 0 once); target <= 3.
+
     python benchmarks/bench_sweep.py                          # CPU, float32, 128 texts
     python benchmarks/bench_sweep.py --device cuda --dtype bfloat16 --repeats 3
+    python benchmarks/bench_sweep.py --transfer llama --repeats 3 --threads 1
 """
 
 from __future__ import annotations
@@ -51,6 +61,71 @@ def timed(fn: Callable[[], np.ndarray], device: torch.device) -> tuple[float, fl
     return time.perf_counter() - start, time.process_time() - cpu, result
 
 
+def transfer(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
+    """The transfer sweep of 9 specs x 5 lambdas over one unsteered extraction, old path and new."""
+    import tempfile
+
+    from driftlib.core.layerspec import resolve_layers
+    from driftlib.model import tiny
+    from driftlib.steer.runs import sweep_specs
+    from driftlib.steer.spec import SteeringSpec
+    from driftlib.steer.sweep import random_like
+
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny.train_tokenizer(f"{folder}/tokenizer")))
+    torch.manual_seed(0)
+    config = tiny.tiny_config(args.transfer, tokenizer)
+    eager = {"attn_implementation": "eager"} if args.transfer == "gemma2" else {}
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype, **eager).to(device).eval()
+    texts = tiny.bundled_prompts()[: args.n_texts]
+    n_blocks = config.num_hidden_layers
+    inject, measure = resolve_layers([0.5], n_blocks), resolve_layers([1.0], n_blocks)
+    rng = np.random.default_rng(0)
+    spec, named = SteeringSpec(layers=(0.5,)), {}
+    for i, method in enumerate(("ridge", "procrustes", "relative")):
+        mapped = {inject[0]: rng.standard_normal(config.hidden_size).astype(np.float32)}
+        named[f"{method}/mapped"] = spec.with_vectors(mapped)
+        named[f"{method}/shuffled"] = spec.with_vectors({inject[0]: rng.standard_normal(config.hidden_size).astype(np.float32)})
+        named[f"{method}/random"] = spec.with_vectors(random_like(mapped, i))
+    common = dict(pooling="mean", batch_size=args.batch_size, max_length=args.max_length)
+
+    def extraction() -> np.ndarray:
+        return extract_hidden_states(model, tokenizer, texts, measure, progress=False, **common)
+
+    def old() -> dict[str, np.ndarray]:
+        return {key: sweep_hidden_states(model, tokenizer, texts, s, LAMBDAS, measure, progress=False, **common)
+                for key, s in named.items()}
+
+    def new() -> dict[str, np.ndarray]:
+        return sweep_specs(model, tokenizer, texts, named, LAMBDAS, measure, **common)
+
+    extraction()  # warm-up
+    times: dict[str, list[float]] = {"extraction": [], "old": [], "new": []}
+    results: dict[str, object] = {}
+    for _ in range(args.repeats):  # interleaved, so a load spike from other processes hits all alike
+        for name, fn in (("extraction", extraction), ("old", old), ("new", new)):
+            seconds, _, results[name] = timed(fn, device)
+            times[name].append(seconds)
+    ext, t_old, t_new = (min(times[k]) for k in ("extraction", "old", "new"))
+    k, m, n_lam, n_spec = inject[0], measure[-1], len(LAMBDAS), len(named)
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}, {device} {str(dtype).removeprefix('torch.')}, "
+          f"{torch.get_num_threads()} CPU threads, load average {os.getloadavg()[0]:.2f} at end")
+    print(f"model: tiny {args.transfer} (random weights, {n_blocks} blocks, hidden {config.hidden_size}); "
+          f"{len(texts)} bundled prompts, batch {args.batch_size}; injection block {k}, measurement block {m}; "
+          f"{n_spec} specs x {n_lam} lambdas")
+    print(f"one unsteered extraction:          fastest {ext:8.3f} s  [{', '.join(f'{t:.3f}' for t in times['extraction'])}]")
+    print(f"old: one sweep per spec:           fastest {t_old:8.3f} s  [{', '.join(f'{t:.3f}' for t in times['old'])}]")
+    print(f"new: shared prefix, lambda 0 once: fastest {t_new:8.3f} s  [{', '.join(f'{t:.3f}' for t in times['new'])}]")
+    blocks_old = n_spec * (k + n_lam * (m - k + 1)) / (m + 1)
+    blocks_new = (m + 1 + n_spec * (n_lam - 1) * (m - k + 1)) / (m + 1)
+    print(f"ratio to the extraction: old {t_old / ext:.2f}, new {t_new / ext:.2f} (target <= 3: "
+          f"{'meets' if t_new / ext <= 3 else 'MISSES'}); new / old {t_new / t_old:.3f}")
+    print(f"block-pass ratio to the extraction (the floor without stacking specs into the batch): "
+          f"old {blocks_old:.1f}, new {blocks_new:.1f}")
+    diff = max(float(np.abs(results["old"][key] - results["new"][key]).max()) for key in named)
+    print(f"pooled states: max |new - old| = {diff:.3e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
@@ -61,6 +136,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each variant, interleaved (the fastest is compared)")
     parser.add_argument("--tokenizer-vocab", type=int, default=16384)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--transfer", default=None, metavar="ARCH",
+                        help="measure phase 4's transfer sweep on this tiny-family architecture instead")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     transformers.logging.set_verbosity_error()
@@ -68,6 +145,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    if args.transfer:
+        transfer(args, device, dtype)
+        return
 
     pairs = read_pairs(DATA)
     texts = [text for pair in pairs[: (args.n_texts + 1) // 2] for text in (pair["chosen"], pair["rejected"])][: args.n_texts]

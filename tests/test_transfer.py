@@ -72,8 +72,14 @@ def test_half_gain_efficiency_and_interval():
     t0 = time.perf_counter()
     res = T.transfer_efficiency(hu, hm, ho, y, n_boot=1000, seed=0)
     elapsed = time.perf_counter() - t0
-    assert set(res) == {"gain_mapped", "gain_own", "gain_own_ci", "gain_mapped_ci", "efficiency", "ci_low",
-                        "ci_high", "defined", "note", "reason", "n_boot"}
+    assert set(res) == {"gain_mapped", "gain_own", "gain_own_ci", "gain_mapped_ci", "gain_mapped_se", "gain_own_se",
+                        "gain_mapped_mde", "gain_own_mde", "efficiency", "ci_low", "ci_high", "defined", "note",
+                        "reason", "n_boot"}
+    # the MDE is the power formula of the paired draws' standard error
+    from driftlib.stats.power import minimum_detectable_effect
+    assert res["gain_own_mde"] == pytest.approx(minimum_detectable_effect(res["gain_own_se"]))
+    width = res["gain_own_ci"][1] - res["gain_own_ci"][0]
+    assert res["gain_own_se"] == pytest.approx(width / (2 * 1.96), rel=0.15)
     assert res["defined"] is True and res["note"] == "" and res["n_boot"] == 1000
     aq = [T.aqi_point(A.preprocess_features(h), y) for h in (hu, hm, ho)]
     assert res["efficiency"] == pytest.approx((aq[1] - aq[0]) / (aq[2] - aq[0]), rel=1e-9)

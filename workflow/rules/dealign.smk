@@ -1,13 +1,15 @@
 # Phase 4.5: can steering recover alignment that was deliberately broken? Each aligned model gets
 # LoRA adapters trained on the rejected responses (one run, an adapter per strength); each
-# dealigned model is steered with its own vector, the baseline's mapped vector and a random one.
+# dealigned model is steered with its own vector, the baseline's mapped vector and a random one,
+# under the main operator and each compared one (steering.compare; the conditional one gated by the
+# model key's phase-3 condition), and answers the prompts under its own vector along lambda.
 
 DEALIGN_DIR = f"{RESULTS}/dealign/{{model}}"
 
 
 rule train_dealign:
     input:
-        pairs=f"{RESULTS}/data/pairs.parquet",
+        pairs=DEALIGN_PAIRS,
         model=aligned_model_inputs,
         code=code("train-dealign"),
     output:
@@ -41,8 +43,27 @@ rule train_dealign:
         "{params.target_modules} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
+def recovery_condition(wildcards):
+    """The model key's phase-3 condition, when the conditional operator is compared."""
+    return {"condition": condition_file(wildcards.model)} if "conditional" in COMPARED else {}
+
+
+def recovery_steering_args(wildcards, input):
+    """steering_args() plus the compared operators and, for the conditional one, the model's condition."""
+    args = steering_args() + (" --compare " + " ".join(COMPARED) if COMPARED else "")
+    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
+
+
+def recovery_answers_args(wildcards, output):
+    """The recovery sweep's `--answers-out` (behaviour.enabled)."""
+    if not BEHAVIOUR:
+        return ""
+    return f"--answers-out {output.answers} --answer-tokens {config['behaviour']['max_new_tokens']}"
+
+
 rule recovery_sweep:
     input:
+        unpack(recovery_condition),
         adapters=f"{DEALIGN_DIR}/adapters",
         prompts=f"{RESULTS}/data/prompts.parquet",
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
@@ -56,14 +77,15 @@ rule recovery_sweep:
     output:
         sweep=f"{DEALIGN_DIR}/steps{{steps}}/sweep.safetensors",
         cost=f"{DEALIGN_DIR}/steps{{steps}}/cost.parquet",
+        answers=f"{DEALIGN_DIR}/steps{{steps}}/answers.parquet" if BEHAVIOUR else [],
     params:
-        steering=steering_args(),
+        steering=recovery_steering_args,
+        answers=recovery_answers_args,
         model=aligned_model_options,
         adapter=lambda wildcards, input: f"{input.adapters}/steps{wildcards.steps}",
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
-        pooling=config["extraction"]["pooling"],
-        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        read=read_args(),
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
         neutral=STEER["cost"]["neutral"],
@@ -86,11 +108,11 @@ rule recovery_sweep:
         "driftlib recovery-sweep {params.model} --name {wildcards.model} --adapter {params.adapter} "
         "--steps {wildcards.steps} --vectors {input.vectors} {params.steering} --aqi-tables {input.aqi} "
         "--fits {input.fits} --efficiencies {input.efficiencies} --mapped {input.mapped} --measure {params.measure} "
-        "--lambdas {params.lambdas} --texts {input.prompts} --pooling {params.pooling} "
-        "{params.skip_first} --batch-size {params.batch_size} --max-length {params.max_length} "
+        "--lambdas {params.lambdas} --texts {input.prompts} {params.read} "
+        "--batch-size {params.batch_size} --max-length {params.max_length} "
         "--neutral {params.neutral:q} --n-texts {params.n_texts} --n-prompts {params.n_prompts} "
         "--max-new-tokens {params.max_new_tokens} --seed {params.seed} --out {output.sweep} "
-        "--cost-out {output.cost} > {log} 2>&1"
+        "--cost-out {output.cost} {params.answers} > {log} 2>&1"
 
 
 rule score_recovery:
@@ -145,6 +167,8 @@ rule recovery_summary:
         sweeps=[f"{RESULTS}/dealign/{m}/steps{s}/sweep_aqi.parquet" for m in DEALIGNED for s in STRENGTHS],
         adapters=[f"{RESULTS}/dealign/{m}/adapters" for m in DEALIGNED],
         baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
+        answers=[f"{RESULTS}/dealign/{m}/steps{s}/answers.parquet" for m in DEALIGNED for s in STRENGTHS] if BEHAVIOUR else [],
+        behaviour=f"{RESULTS}/baseline/behaviour.parquet" if BEHAVIOUR else [],
         code=code("summarize-recovery"),
     output:
         table=f"{RESULTS}/dealign/recovery_summary.parquet",
@@ -179,9 +203,23 @@ rule recovery_summary:
             caption="../report/dealign_loss.rst",
             category="Phase 4.5: dealignment and recovery",
         ),
+        behaviour_table=f"{RESULTS}/dealign/recovery_behaviour.parquet" if BEHAVIOUR else [],
+        behaviour_csv=report(
+            f"{RESULTS}/dealign/recovery_behaviour.csv",
+            caption="../report/recovery_behaviour_table.rst",
+            category="Phase 4.5: dealignment and recovery",
+        ) if BEHAVIOUR else [],
+        behaviour_plot=report(
+            f"{RESULTS}/dealign/recovery_behaviour.png",
+            caption="../report/recovery_behaviour.rst",
+            category="Phase 4.5: dealignment and recovery",
+        ) if BEHAVIOUR else [],
     params:
         out_dir=lambda wildcards, output: Path(output.table).parent,
         fraction=DEALIGN["recovery_fraction"],
+        behaviour=lambda wildcards, input: f"--behaviour {input.behaviour}" if BEHAVIOUR else "",
+        stability_floor=config["vectors"]["stability_floor"],
+        confidence=config["aqi"]["confidence"],
     log:
         f"{RESULTS}/logs/recovery_summary.log",
     benchmark:
@@ -191,4 +229,6 @@ rule recovery_summary:
         ENV
     shell:
         "driftlib summarize-recovery --tables {input.tables} --sweep-aqis {input.sweeps} --adapters {input.adapters} "
-        "--baseline-summary {input.baseline} --fraction {params.fraction} --out-dir {params.out_dir} > {log} 2>&1"
+        "--baseline-summary {input.baseline} --answers {input.answers} {params.behaviour} "
+        "--stability-floor {params.stability_floor} --confidence {params.confidence} "
+        "--fraction {params.fraction} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,8 +1,13 @@
 # Phase 4: does a model's vector, mapped into another architecture, steer that model too? Anchor
-# texts read by every model, layer matching and maps per (source, target) pair, the target's base
-# model steered with each mapped vector and its controls, and the source x target matrix.
+# texts read by every model, layer matching and maps per (source, target) pair, each target's base
+# model steered once with the mapped vectors of every source and their controls, under the main
+# operator and each compared one (steering.compare; its sweep, scores and cost under
+# transfer/into/{target}/, vectors named {source}/{method}/{kind}[/{operator}]), the efficiency per
+# pair and operator against the target's own vector under the same operator (phase 3's files), and
+# the source x target matrix.
 
 PAIR_DIR = f"{RESULTS}/transfer/{{source}}/{{target}}"
+TARGET_DIR = f"{RESULTS}/transfer/into/{{target}}"
 
 
 # Anchors are checked against every row of the prompt source, not against the sample, so a new
@@ -41,8 +46,7 @@ rule extract_anchors:
         f"{RESULTS}/activations/{{model}}/{{variant}}/anchors.safetensors",
     params:
         model=model_options,
-        pooling=config["extraction"]["pooling"],
-        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        read=read_args(),
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
     log:
@@ -58,7 +62,7 @@ rule extract_anchors:
         ENV
     shell:
         "driftlib extract {params.model} --name {wildcards.model} --variant {wildcards.variant} "
-        "--texts {input.anchors} --all-layers --pooling {params.pooling} {params.skip_first} "
+        "--texts {input.anchors} --all-layers {params.read} "
         "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
 
 
@@ -98,24 +102,40 @@ rule fit_maps:
         "--out-matching {output.matching} > {log} 2>&1"
 
 
+def transfer_condition(wildcards):
+    """The target's phase-3 condition, when the conditional operator is compared."""
+    return {"condition": condition_file(wildcards.target)} if "conditional" in COMPARED else {}
+
+
+def transfer_steering_args(wildcards, input):
+    """steering_args() plus the compared operators and, for the conditional one, the target's condition."""
+    args = steering_args() + (" --compare " + " ".join(COMPARED) if COMPARED else "")
+    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
+
+
+def own_files(name):
+    """The target's phase-3 `name` file under the main operator and under each compared one."""
+    return lambda wildcards: [f"{operator_dir(wildcards.target, op)}/{name}" for op in [STEER["operator"], *COMPARED]]
+
+
 rule transfer_sweep:
     input:
+        unpack(transfer_condition),
         prompts=f"{RESULTS}/data/prompts.parquet",
-        mapped=f"{PAIR_DIR}/mapped_vectors.safetensors",
+        mapped=pairs_into("mapped_vectors.safetensors", "target"),
         neutral=local_file(STEER["cost"]["neutral"]),
         model=target_model_inputs,
         code=code("transfer-sweep"),
     output:
-        sweep=f"{PAIR_DIR}/sweep.safetensors",
-        cost=f"{PAIR_DIR}/cost.parquet",
+        sweep=f"{TARGET_DIR}/sweep.safetensors",
+        cost=f"{TARGET_DIR}/cost.parquet",
     params:
-        steering=steering_args(),
+        steering=transfer_steering_args,
         model=target_model_options,
         methods=" ".join(CROSS["methods"]),
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
-        pooling=config["extraction"]["pooling"],
-        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        read=read_args(),
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
         neutral=STEER["cost"]["neutral"],
@@ -124,9 +144,9 @@ rule transfer_sweep:
         max_new_tokens=STEER["cost"]["max_new_tokens"],
         seed=config["seed"],
     log:
-        f"{RESULTS}/logs/transfer_sweep/{{source}}-{{target}}.log",
+        f"{RESULTS}/logs/transfer_sweep/{{target}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/transfer_sweep/{{source}}-{{target}}.tsv"
+        f"{RESULTS}/benchmarks/transfer_sweep/{{target}}.tsv"
     threads: 4
     resources:
         gpu=1,
@@ -137,7 +157,7 @@ rule transfer_sweep:
     shell:
         "driftlib transfer-sweep {params.model} --name {wildcards.target} --mapped {input.mapped} "
         "--methods {params.methods} --measure {params.measure} --lambdas {params.lambdas} {params.steering} "
-        "--texts {input.prompts} --pooling {params.pooling} {params.skip_first} --batch-size {params.batch_size} "
+        "--texts {input.prompts} {params.read} --batch-size {params.batch_size} "
         "--max-length {params.max_length} --neutral {params.neutral:q} --n-texts {params.n_texts} "
         "--n-prompts {params.n_prompts} --max-new-tokens {params.max_new_tokens} --seed {params.seed} "
         "--out {output.sweep} --cost-out {output.cost} > {log} 2>&1"
@@ -145,17 +165,17 @@ rule transfer_sweep:
 
 rule score_transfer:
     input:
-        sweep=f"{PAIR_DIR}/sweep.safetensors",
+        sweep=f"{TARGET_DIR}/sweep.safetensors",
         prompts=f"{RESULTS}/data/prompts.parquet",
         code=code("score-sweep"),
     output:
-        f"{PAIR_DIR}/sweep_aqi.parquet",
+        f"{TARGET_DIR}/sweep_aqi.parquet",
     params:
         aqi=aqi_options(),
     log:
-        f"{RESULTS}/logs/score_transfer/{{source}}-{{target}}.log",
+        f"{RESULTS}/logs/score_transfer/{{target}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/score_transfer/{{source}}-{{target}}.tsv"
+        f"{RESULTS}/benchmarks/score_transfer/{{target}}.tsv"
     conda:
         ENV
     shell:
@@ -165,12 +185,12 @@ rule score_transfer:
 
 rule transfer_efficiency:
     input:
-        transfer_sweep=f"{PAIR_DIR}/sweep.safetensors",
-        transfer_aqi=f"{PAIR_DIR}/sweep_aqi.parquet",
-        transfer_cost=f"{PAIR_DIR}/cost.parquet",
-        own_sweep=f"{RESULTS}/steering/{{target}}/sweep.safetensors",
-        own_aqi=f"{RESULTS}/steering/{{target}}/sweep_aqi.parquet",
-        own_cost=f"{RESULTS}/steering/{{target}}/cost.parquet",
+        transfer_sweep=f"{TARGET_DIR}/sweep.safetensors",
+        transfer_aqi=f"{TARGET_DIR}/sweep_aqi.parquet",
+        transfer_cost=f"{TARGET_DIR}/cost.parquet",
+        own_sweep=own_files("sweep.safetensors"),
+        own_aqi=own_files("sweep_aqi.parquet"),
+        own_cost=own_files("cost.parquet"),
         prompts=f"{RESULTS}/data/prompts.parquet",
         code=code("transfer-efficiency"),
     output:
@@ -187,7 +207,7 @@ rule transfer_efficiency:
         ENV
     shell:
         "driftlib transfer-efficiency --transfer-sweep {input.transfer_sweep} --transfer-aqi {input.transfer_aqi} "
-        "--transfer-cost {input.transfer_cost} --own-sweep {input.own_sweep} --own-aqi {input.own_aqi} "
+        "--transfer-cost {input.transfer_cost} --source {wildcards.source} --own-sweep {input.own_sweep} --own-aqi {input.own_aqi} "
         "--own-cost {input.own_cost} --prompts {input.prompts} --max-kl {params.max_kl} "
         "--max-repetition-increase {params.max_repetition_increase} {params.aqi} --out {output} > {log} 2>&1"
 
@@ -225,6 +245,7 @@ rule transfer_summary:
     params:
         out_dir=lambda wildcards, output: Path(output.table).parent,
         matrix_method=CROSS["matrix_method"],
+        stability_floor=config["vectors"]["stability_floor"],
     log:
         f"{RESULTS}/logs/transfer_summary.log",
     benchmark:
@@ -235,4 +256,5 @@ rule transfer_summary:
     shell:
         "driftlib summarize-transfer --fits {input.fits} --efficiencies {input.efficiencies} "
         "--matchings {input.matchings} --baseline {input.baseline} --matrix-method {params.matrix_method} "
+        "--stability-floor {params.stability_floor} "
         "--out-dir {params.out_dir} > {log} 2>&1"

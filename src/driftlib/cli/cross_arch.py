@@ -46,14 +46,14 @@ def transfer_sweep(a: argparse.Namespace) -> None:
 
     transfer_sweep(source=source(a), name=a.name, mapped=a.mapped, methods=a.methods, steering=steering(a),
                    lambdas=a.lambdas, texts=a.texts, read=read(a), cost=cost(a), batch_size=a.batch_size,
-                   seed=a.seed, out=a.out, cost_out=a.cost_out)
+                   seed=a.seed, out=a.out, cost_out=a.cost_out, compare=a.compare, condition=a.condition)
 
 
 def transfer_efficiency(a: argparse.Namespace) -> None:
     from driftlib.phases.cross_arch.evaluate import evaluate_pair
 
     evaluate_pair(a.transfer_sweep, a.transfer_aqi, a.transfer_cost, a.own_sweep, a.own_aqi, a.own_cost, a.prompts,
-                  max_kl=a.max_kl, max_repetition_increase=a.max_repetition_increase, method=a.method,
+                  source=a.source, max_kl=a.max_kl, max_repetition_increase=a.max_repetition_increase, method=a.method,
                   n_components=a.pca_components, n_boot=a.bootstrap, confidence=a.confidence, seed=a.seed,
                   out=a.out)
 
@@ -62,7 +62,7 @@ def summarize_transfer(a: argparse.Namespace) -> None:
     from driftlib.phases.cross_arch.summary import summarize_transfer
 
     summary = summarize_transfer(a.fits, a.efficiencies, a.baseline, a.matchings, a.out_dir,
-                                 matrix_method=a.matrix_method)
+                                 matrix_method=a.matrix_method, stability_floor=a.stability_floor)
     log.info("%s", summary["note"])
 
 
@@ -82,6 +82,21 @@ def _fit_maps_parser(sub) -> None:
         p.add_argument(f"--{name}", required=True)
 
 
+def _transfer_sweep_parser(sub) -> None:
+    p = command(sub, "transfer-sweep", transfer_sweep,
+                "phase 4: a target steered with every source's mapped vectors and controls, and their cost")
+    model_options(p)
+    p.add_argument("--mapped", nargs="+", required=True,
+                   help="mapped vectors into this target, one file per source (fit-maps --out-vectors)")
+    p.add_argument("--methods", nargs="+", required=True)
+    steering_options(p, inject_default=[0.5])
+    p.add_argument("--compare", nargs="*", default=[],
+                   help="operators also swept, side by side (steering.compare; a gated one needs --condition)")
+    read_options(p)
+    cost_options(p)
+    p.add_argument("--cost-out", required=True)
+
+
 def register(sub) -> None:
     p = command(sub, "prepare-anchors", prepare_anchors, "phase 4: the anchor texts, minus any evaluation prompt")
     p.add_argument("--source", default="bundled", help="bundled, or a text file with one anchor text per line")
@@ -93,19 +108,15 @@ def register(sub) -> None:
 
     _fit_maps_parser(sub)
 
-    p = command(sub, "transfer-sweep", transfer_sweep,
-                "phase 4: a target steered with mapped vectors and controls, and their cost")
-    model_options(p)
-    p.add_argument("--mapped", required=True, help="mapped vectors (fit-maps --out-vectors)")
-    p.add_argument("--methods", nargs="+", required=True)
-    steering_options(p, inject_default=[0.5])
-    read_options(p)
-    cost_options(p)
-    p.add_argument("--cost-out", required=True)
+    _transfer_sweep_parser(sub)
 
     p = command(sub, "transfer-efficiency", transfer_efficiency, "phase 4: efficiency of each mapped vector and its controls")
-    for name in ("transfer-sweep", "transfer-aqi", "transfer-cost", "own-sweep", "own-aqi", "own-cost", "prompts"):
+    for name in ("transfer-sweep", "transfer-aqi", "transfer-cost", "prompts"):
         p.add_argument(f"--{name}", required=True)
+    for name in ("own-sweep", "own-aqi", "own-cost"):
+        p.add_argument(f"--{name}", nargs="+", required=True,
+                       help="the target's phase-3 file, one per operator (main first), in the same order")
+    p.add_argument("--source", required=True, help="the source whose vectors are read from the target's transfer files")
     bound_options(p)
     aqi_options(p)
     p.add_argument("--out", required=True)
@@ -116,4 +127,5 @@ def register(sub) -> None:
     p.add_argument("--matchings", nargs="+", required=True)
     p.add_argument("--baseline", required=True, help="phase 1's baseline.json")
     p.add_argument("--matrix-method", default="best", help="best, or one map method")
+    p.add_argument("--stability-floor", type=float, default=0.5, help="mark source vectors less stable than this")
     p.add_argument("--out-dir", required=True)

@@ -34,7 +34,8 @@ def recovery_sweep(a: argparse.Namespace) -> None:
     recovery_sweep(source=source(a), name=a.name, adapter=a.adapter, steps=a.steps, vectors=a.vectors,
                    steering=steering(a), aqi_tables=a.aqi_tables, fits=a.fits, efficiencies=a.efficiencies,
                    mapped=a.mapped, lambdas=a.lambdas, texts=a.texts, read=read(a), cost=cost(a),
-                   batch_size=a.batch_size, seed=a.seed, out=a.out, cost_out=a.cost_out)
+                   batch_size=a.batch_size, seed=a.seed, out=a.out, cost_out=a.cost_out, compare=a.compare,
+                   answers_out=a.answers_out, answer_tokens=a.answer_tokens)
 
 
 def evaluate_recovery(a: argparse.Namespace) -> None:
@@ -50,7 +51,8 @@ def summarize_recovery(a: argparse.Namespace) -> None:
     from driftlib.phases.recovery.summary import summarize_recovery
 
     summarize_recovery(a.tables, a.sweep_aqis, a.out_dir, fraction=a.fraction, adapters=a.adapters,
-                       baseline_summary=a.baseline_summary)
+                       baseline_summary=a.baseline_summary, answers=a.answers, behaviour=a.behaviour,
+                       stability_floor=a.stability_floor, confidence=a.confidence)
 
 
 def _recovery_sweep_parser(sub) -> None:
@@ -65,9 +67,14 @@ def _recovery_sweep_parser(sub) -> None:
     p.add_argument("--fits", nargs="*", default=[], help="phase 4's fit tables of the pairs into this model")
     p.add_argument("--efficiencies", nargs="*", default=[], help="phase 4's efficiency tables of those pairs")
     p.add_argument("--mapped", nargs="*", default=[], help="phase 4's mapped vectors into this model (fit-maps)")
+    p.add_argument("--compare", nargs="*", default=[],
+                   help="operators also swept, side by side (steering.compare; a gated one needs --condition)")
     read_options(p)
     cost_options(p)
     p.add_argument("--cost-out", required=True)
+    p.add_argument("--answers-out", default=None, help="also the dealigned model's greedy answers under the "
+                   "same-arch vector at every lambda, classified as refusal or not (Parquet)")
+    p.add_argument("--answer-tokens", type=int, default=24, help="answer length (with --answers-out)")
 
 
 def register(sub) -> None:
@@ -99,5 +106,9 @@ def register(sub) -> None:
     p.add_argument("--sweep-aqis", nargs="+", required=True)
     p.add_argument("--adapters", nargs="*", default=[], help="train-dealign folders (for the loss curves)")
     p.add_argument("--baseline-summary", default=None, help="phase 1's aqi_summary.parquet (for the per-axiom drops)")
+    p.add_argument("--answers", nargs="*", default=[], help="the recovery sweeps' answer tables (recovery-sweep --answers-out)")
+    p.add_argument("--behaviour", default=None, help="phase 1's behaviour.parquet (the aligned models' refusal)")
+    p.add_argument("--stability-floor", type=float, default=0.5, help="mark vectors less stable than this")
+    p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--out-dir", required=True)

@@ -26,6 +26,7 @@ import numpy as np
 
 from driftlib.core.errors import ConfigError
 from driftlib.stats import aqi as _aqi
+from driftlib.stats.power import minimum_detectable_effect
 
 __all__ = ["aqi_point", "transfer_efficiency"]
 
@@ -87,6 +88,9 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     dict
         ``gain_mapped, gain_own``: AQI differences from the unsteered set (AQI points);
         ``gain_mapped_ci, gain_own_ci``: ``[lo, hi]`` percentile intervals of the gains;
+        ``gain_mapped_se, gain_own_se``: the paired draws' standard deviations, and
+        ``gain_mapped_mde, gain_own_mde``: the minimum detectable effect of each gain (80% power,
+        ``alpha = 1 - confidence``, :func:`driftlib.stats.power.minimum_detectable_effect`);
         ``efficiency``: ``gain_mapped / gain_own``; ``ci_low, ci_high``: percentile interval of the
         ratio draws; ``defined``: whether the efficiency means anything; ``note``: why not, or a
         remark ("" when none), in phase 4's words; ``reason``: why not as a code, for callers that
@@ -130,6 +134,7 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     nan = float("nan")
     result: dict[str, Any] = {
         "gain_mapped": nan, "gain_own": nan, "gain_own_ci": [nan, nan], "gain_mapped_ci": [nan, nan],
+        "gain_mapped_se": nan, "gain_own_se": nan, "gain_mapped_mde": nan, "gain_own_mde": nan,
         "efficiency": nan, "ci_low": nan, "ci_high": nan, "defined": False, "note": "", "reason": "",
         "n_boot": n_boot,
     }
@@ -162,6 +167,12 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     gain_own_ci, _ = _aqi.percentile_interval(g_o, confidence)
     result.update(gain_mapped=float(gain_mapped), gain_own=float(gain_own), gain_own_ci=gain_own_ci,
                   gain_mapped_ci=gain_mapped_ci)
+    # the paired draws' standard errors, and the smallest gain each could resolve at 80% power
+    for key, draws in (("gain_mapped", g_m), ("gain_own", g_o)):
+        finite = draws[np.isfinite(draws)]
+        se = float(np.std(finite, ddof=1)) if finite.size > 1 else nan
+        result[f"{key}_se"] = se
+        result[f"{key}_mde"] = minimum_detectable_effect(se, alpha=1 - confidence) if np.isfinite(se) else nan
 
     level = f"{100 * confidence:g}%"
     if not gain_own > 0:

@@ -8,10 +8,15 @@ Three steps per (source, target) pair, each one workflow rule and one CLI comman
    fit, fit the same method on shuffled pairs (the shuffled-map control), and map the source's
    steering vector with the linear part of each map. Writes the maps, the mapped vectors (a
    vectors file that ``driftlib transfer-sweep`` steers with), a fit table and the matching.
-2. ``driftlib transfer-sweep`` (:mod:`driftlib.cli`): the target's base model steered over the
-   lambda grid with each mapped vector, the shuffled-map vector and a random vector of the mapped
-   vector's norms; plus the capability cost of each mapped vector.
-3. :func:`evaluate_pair` (``driftlib transfer-efficiency``): per method, the best lambda of the
+2. ``driftlib transfer-sweep`` (:func:`driftlib.phases.cross_arch.run.transfer_sweep`), once per
+   *target*: the target's base model steered over the lambda grid with the mapped vectors of
+   every source into it, each method's shuffled-map vector and a random vector of the mapped
+   vector's norms, all sharing one unsteered prefix per batch; plus the capability cost of each
+   mapped vector. Tensors and cost rows are named ``{source}/{method}/{kind}`` (:func:`transfer_key`,
+   kind one of :data:`~driftlib.stats.selection.TRANSFER_VECTORS`); ``driftlib score-sweep``
+   scores the whole file.
+3. :func:`evaluate_pair` (``driftlib transfer-efficiency``), per pair, on its source's slice of the
+   target's sweep, scores and cost: per method, the best lambda of the
    mapped vector inside the cost bound, the target's own best lambda from phase 3, and the transfer
    efficiency (best AQI gain with the mapped vector / best AQI gain with the target's own vector)
    with a paired bootstrap interval (:func:`driftlib.stats.transfer.transfer_efficiency`); the controls
@@ -40,6 +45,14 @@ from driftlib.core.errors import ArtifactError
 from driftlib.stats.selection import TRANSFER_VECTORS
 
 logger = logging.getLogger(__name__)
+
+
+def transfer_key(source: str, method: str, kind: str, operator: str | None = None) -> str:
+    """The name of one swept vector in a target's transfer sweep, scores and cost:
+    ``{source}/{method}/{kind}`` under the main operator (``steering.operator``; kind: ``mapped``,
+    ``shuffled`` or ``random``), ``{source}/{method}/{kind}/{operator}`` under a compared one
+    (``steering.compare``)."""
+    return f"{source}/{method}/{kind}" + (f"/{operator}" if operator else "")
 
 
 def _anchor_states(path: str | Path) -> tuple[np.ndarray, dict]:
@@ -86,6 +99,8 @@ def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vect
     source_layers = by_cka if matching == "cka" else by_depth
     source_set, target_set = load_steering_vectors(source_vectors), load_steering_vectors(target_vectors)
     v_source, source_kind = source_set.vectors, source_set.kind
+    # the source vector's split-half stability at the blocks it is mapped from travels with the mapped vectors
+    source_stability = source_set.stability_at(sorted(set(source_layers)))
     v_target, target_kind = target_set.vectors, target_set.kind
     options = {"procrustes": {"n_components": procrustes_components},
                "relative": {"n_anchors": relative_anchors, "anchor_seed": seed}}
@@ -125,7 +140,8 @@ def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vect
             "anchors_fingerprint": ms.get("dataset_fingerprint", "")}
     save_maps(out_maps, maps, metadata=meta)
     save_vectors(out_vectors, {k: np.stack(v) for k, v in mapped.items()}, target_layers,
-                 metadata={**meta, "model": target, "steering_kind": f"{methods[0]}_mapped"})
+                 metadata={**meta, "model": target, "steering_kind": f"{methods[0]}_mapped",
+                           "source_stability": source_stability})
     write_table(table, out_fit, metadata=meta)
     write_json({"source": source, "target": target, "used": matching, "target_layers": target_layers,
                 "source_layers": source_layers, "by_depth": by_depth, "by_cka": by_cka,
@@ -137,75 +153,122 @@ def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vect
 # step 3: efficiency per method
 
 
+def _paths(value: str | Path | Sequence[str | Path]) -> list[str | Path]:
+    return [value] if isinstance(value, (str, Path)) else list(value)
+
+
+def _own_operator(o_meta: dict, t_meta: dict, path: str | Path, transfer_sweep: str | Path) -> str | None:
+    """The transfer-key suffix of an own phase-3 sweep's operator: None for the transfer sweep's main
+    operator, the operator's name for a compared one."""
+    op = str(o_meta.get("operator", "add"))
+    if op == t_meta.get("operator", "add"):
+        return None
+    if op not in (t_meta.get("compare") or []):
+        raise ArtifactError(f"{path} steers under {op!r}, but {transfer_sweep} has no vectors under it (operators "
+                            f"{[t_meta.get('operator', 'add'), *(t_meta.get('compare') or [])]}); re-run transfer_sweep "
+                            "with steering.compare as phase 3 ran it")
+    return op
+
+
 def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer_cost: str | Path,
-                  own_sweep: str | Path, own_aqi: str | Path, own_cost: str | Path, prompts: str | Path, *,
-                  max_kl: float, max_repetition_increase: float, method: str = "standardize",
+                  own_sweep: str | Path | Sequence[str | Path], own_aqi: str | Path | Sequence[str | Path],
+                  own_cost: str | Path | Sequence[str | Path], prompts: str | Path, *,
+                  source: str, max_kl: float, max_repetition_increase: float, method: str = "standardize",
                   n_components: int | None = 32, n_boot: int = 1000, confidence: float = 0.95,
                   seed: int = 0, out: str | Path | None = None) -> pd.DataFrame:
-    """Transfer efficiency of each method's mapped vector and of its controls, with intervals.
+    """Transfer efficiency of each method's mapped vector and of its controls, per operator, with intervals.
 
     The mapped vector's best lambda is the highest overall AQI (primary measure layer) inside the
     capability-cost bound, as in phase 3; the target's own best lambda comes from its phase-3
     sweep the same way. The controls (shuffled map, random vector) were not costed: each is taken
     at its highest AQI over the grid, which favours the control (a conservative comparison).
     Efficiency = gain / own gain at those lambdas, with a paired bootstrap over prompts.
+
+    ``transfer_sweep``, ``transfer_aqi`` and ``transfer_cost`` are the target's files (every source
+    into it, every operator); only ``source``'s vectors (``{source}/{method}/{kind}[/{operator}]``)
+    are read. ``own_sweep``, ``own_aqi``, ``own_cost``: the target's phase-3 files, one path each, or
+    one per operator (the main operator's and those of ``steering.compare``, in the same order);
+    each sweep's operator is read from its metadata, and the mapped vectors under that operator are
+    compared with the own vector under the same operator. Every operator shares the unsteered state
+    (lambda 0 steers nothing). Rows carry the mapped vector's ``vector_stability`` (the source
+    vector's, NaN for the controls), the own vector's ``own_stability`` and, for the conditional
+    operator, the condition's accuracy on the evaluation prompts.
     """
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.stats.selection import best_in_bound, overall_curve, states_at
     from driftlib.stats.transfer import transfer_efficiency
 
+    own_sweeps, own_aqis, own_costs = _paths(own_sweep), _paths(own_aqi), _paths(own_cost)
+    if not len(own_sweeps) == len(own_aqis) == len(own_costs):
+        raise ArtifactError(f"give one own sweep, AQI table and cost table per operator; got {len(own_sweeps)}, "
+                            f"{len(own_aqis)} and {len(own_costs)}")
     prompts_df, _ = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     y = (prompts_df["safety_label"].to_numpy() == "safe").astype(np.int8)
     t_arrays, t_raw = load_tensors(transfer_sweep, producer="transfer_sweep")
-    o_arrays, o_raw = load_tensors(own_sweep, producer="sweep_same_arch")
     t_meta = {k: decode_metadata_value(v) for k, v in t_raw.items()}
-    o_meta = {k: decode_metadata_value(v) for k, v in o_raw.items()}
-    for key in ("dataset_fingerprint", "measure_layers"):
-        if t_meta.get(key) != o_meta.get(key):
-            raise ArtifactError(f"{transfer_sweep} and {own_sweep} differ in {key} ({t_meta.get(key)!r} vs "
-                                f"{o_meta.get(key)!r}); re-run transfer_sweep")
     t_aqi = read_table(transfer_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_transfer")[0]
-    o_aqi = read_table(own_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_sweep")[0]
     t_cost = read_table(transfer_cost, columns=["vector", "lam", "kl", "repetition"], producer="transfer_sweep")[0]
-    o_cost = read_table(own_cost, columns=["vector", "lam", "kl", "repetition"], producer="capability_cost")[0]
-    t_lams, o_lams = list(t_meta["lambdas"]), list(o_meta["lambdas"])
+    if source not in t_meta.get("sources", []):
+        raise ArtifactError(f"{transfer_sweep}: no vectors from {source!r} (sources {t_meta.get('sources')}); "
+                            "re-run transfer_sweep")
+    t_lams = list(t_meta["lambdas"])
     primary = 0  # the first measure layer is the primary one
-    own_curve = overall_curve(o_aqi, "own")
-    own_best = best_in_bound(own_curve, o_cost[o_cost["vector"] == "own"], max_kl, max_repetition_increase)
-    own_lam = own_best.lam if own_best.lam is not None else 0.0
-    h0 = states_at(t_arrays, f"{t_meta['methods'][0]}/mapped", t_lams, 0.0, primary, transfer_sweep)
-    h_own = states_at(o_arrays, "own", o_lams, own_lam, primary, own_sweep)
+    h0 = states_at(t_arrays, transfer_key(source, t_meta["methods"][0], "mapped"), t_lams, 0.0, primary, transfer_sweep)
+    stability, operators = t_meta.get("stability") or {}, t_meta.get("operators") or {}
+    condition = t_meta.get("condition") or {}
     rows = []
-    for m in t_meta["methods"]:
-        mapped_key = f"{m}/mapped"
-        best = best_in_bound(overall_curve(t_aqi, mapped_key), t_cost[t_cost["vector"] == mapped_key], max_kl, max_repetition_increase)
-        lam_mapped = best.lam if best.lam is not None else 0.0
-        for vector in TRANSFER_VECTORS:
-            key = f"{m}/{vector}"
-            lam = lam_mapped if vector == "mapped" else best_in_bound(overall_curve(t_aqi, key), None, 0, 0).lam or 0.0
-            h = states_at(t_arrays, key, t_lams, lam, primary, transfer_sweep)
-            eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
-                                      n_boot=n_boot, confidence=confidence, seed=seed)
-            rows.append({"source": t_meta.get("source", ""), "target": t_meta.get("model", ""), "method": m,
-                         "operator": t_meta.get("operator", "add"),
-                         "vector": vector, "lam": float(lam), "own_lam": float(own_lam),
-                         "layer": int(t_meta["measure_layers"][primary]),
-                         "gain": eff["gain_mapped"], "gain_ci_low": eff["gain_mapped_ci"][0],
-                         "gain_ci_high": eff["gain_mapped_ci"][1], "own_gain": eff["gain_own"],
-                         "own_gain_ci_low": eff["gain_own_ci"][0], "own_gain_ci_high": eff["gain_own_ci"][1],
-                         "efficiency": eff["efficiency"], "ci_low": eff["ci_low"], "ci_high": eff["ci_high"],
-                         "defined": bool(eff["defined"]),
-                         "note": "; ".join(x for x in (eff["note"], best.note if vector == "mapped" else "") if x)})
+    for o_path, o_aqi_path, o_cost_path in zip(own_sweeps, own_aqis, own_costs):
+        o_arrays, o_raw = load_tensors(o_path, producer="sweep_same_arch")
+        o_meta = {k: decode_metadata_value(v) for k, v in o_raw.items()}
+        for key in ("dataset_fingerprint", "measure_layers"):
+            if t_meta.get(key) != o_meta.get(key):
+                raise ArtifactError(f"{transfer_sweep} and {o_path} differ in {key} ({t_meta.get(key)!r} vs "
+                                    f"{o_meta.get(key)!r}); re-run transfer_sweep")
+        op = _own_operator(o_meta, t_meta, o_path, transfer_sweep)
+        o_aqi = read_table(o_aqi_path, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_sweep")[0]
+        o_cost = read_table(o_cost_path, columns=["vector", "lam", "kl", "repetition"], producer="capability_cost")[0]
+        own_best = best_in_bound(overall_curve(o_aqi, "own"), o_cost[o_cost["vector"] == "own"], max_kl,
+                                 max_repetition_increase)
+        own_lam = own_best.lam if own_best.lam is not None else 0.0
+        h_own = states_at(o_arrays, "own", list(o_meta["lambdas"]), own_lam, primary, o_path)
+        own_stability = float((o_meta.get("stability") or {}).get("own", float("nan")))
+        for m in t_meta["methods"]:
+            mapped_key = transfer_key(source, m, "mapped", op)
+            best = best_in_bound(overall_curve(t_aqi, mapped_key), t_cost[t_cost["vector"] == mapped_key], max_kl,
+                                 max_repetition_increase)
+            lam_mapped = best.lam if best.lam is not None else 0.0
+            for vector in TRANSFER_VECTORS:
+                key = transfer_key(source, m, vector, op)
+                lam = lam_mapped if vector == "mapped" else best_in_bound(overall_curve(t_aqi, key), None, 0, 0).lam or 0.0
+                h = states_at(t_arrays, key, t_lams, lam, primary, transfer_sweep)
+                eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
+                                          n_boot=n_boot, confidence=confidence, seed=seed)
+                operator = operators.get(key, op or t_meta.get("operator", "add"))
+                cond = condition if operator == "conditional" else {}
+                rows.append({"source": source, "target": t_meta.get("model", ""), "method": m, "operator": operator,
+                             "vector": vector, "lam": float(lam), "own_lam": float(own_lam),
+                             "layer": int(t_meta["measure_layers"][primary]),
+                             "gain": eff["gain_mapped"], "gain_ci_low": eff["gain_mapped_ci"][0],
+                             "gain_ci_high": eff["gain_mapped_ci"][1], "gain_mde": eff["gain_mapped_mde"],
+                             "gain_resolvable": bool(abs(eff["gain_mapped"]) >= eff["gain_mapped_mde"]),
+                             "own_gain": eff["gain_own"],
+                             "own_gain_ci_low": eff["gain_own_ci"][0], "own_gain_ci_high": eff["gain_own_ci"][1],
+                             "own_gain_mde": eff["gain_own_mde"],
+                             "efficiency": eff["efficiency"], "ci_low": eff["ci_low"], "ci_high": eff["ci_high"],
+                             "defined": bool(eff["defined"]),
+                             "vector_stability": float(stability.get(key, float("nan"))),
+                             "own_stability": own_stability,
+                             "condition_accuracy": float(cond.get("condition_accuracy", float("nan"))),
+                             "condition_ci_low": float(cond.get("condition_ci_low", float("nan"))),
+                             "condition_ci_high": float(cond.get("condition_ci_high", float("nan"))),
+                             "note": "; ".join(x for x in (eff["note"], best.note if vector == "mapped" else "") if x)})
     table = pd.DataFrame(rows)
     if out is not None:
-        write_table(table, out, metadata={"source": t_meta.get("source", ""), "target": t_meta.get("model", ""),
-                                          "n_boot": n_boot, "confidence": confidence, "seed": seed,
-                                          "max_kl": max_kl, "max_repetition_increase": max_repetition_increase})
+        write_table(table, out, metadata={"source": source, "target": t_meta.get("model", ""),
+                                          "operator": t_meta.get("operator", "add"), "n_boot": n_boot,
+                                          "confidence": confidence, "seed": seed, "max_kl": max_kl,
+                                          "max_repetition_increase": max_repetition_increase})
     return table
 
 
-# --------------------------------------------------------------------------------------------
-# the matrix
-
-
-__all__ = ["evaluate_pair", "fit_pair"]
+__all__ = ["evaluate_pair", "fit_pair", "transfer_key"]

@@ -17,54 +17,71 @@ def _grid(matrix: pd.DataFrame, value: str) -> tuple[pd.DataFrame, list[str], li
     return grid.reindex(index=sources, columns=targets), sources, targets
 
 
-def transfer_matrix(matrix: pd.DataFrame, path: str | Path, *, method: str = "best", baseline: str | None = None) -> None:
-    """Source x target heatmap of transfer efficiency, one panel per map method plus the best one.
+def transfer_matrix(matrix: pd.DataFrame, path: str | Path, *, method: str = "best", baseline: str | None = None,
+                    main: str | None = None) -> None:
+    """Source x target heatmaps of transfer efficiency: one row of panels per operator (the main one
+    first), one panel per map method plus the best one.
 
-    ``matrix``: one row per (source, target, method) with efficiency, ci_low, ci_high, defined,
-    best, random_efficiency. Cells: efficiency and interval; "undef." where the target's own vector
-    does not raise the AQI beyond noise; the best method of each cell is outlined in its panel.
-    ``method`` picks the first (large) panel: "best" shows each cell's best method by name.
+    ``matrix``: one row per (source, target, method, operator) with efficiency, ci_low, ci_high,
+    defined, best, random_efficiency (and ``below_stability_floor``). Cells: efficiency and
+    interval; "undef." where the target's own vector (under the same operator) does not raise the
+    AQI beyond noise; the best method of each cell is outlined in its panel; "(unstable)" where the
+    source vector's split-half stability is below the floor. ``method`` picks the first panel of each
+    row: "best" shows each cell's best method by name.
     """
     plt = pyplot()
-    methods = sorted(matrix["method"].unique())
+    frame = matrix if "operator" in matrix else matrix.assign(operator="add")
+    operators = list(dict.fromkeys(frame["operator"]))
+    if main in operators:
+        operators = [main] + [op for op in operators if op != main]
+    methods = sorted(frame["method"].unique())
     panels = [method] + [m for m in methods if m != method]
-    sources = sorted(matrix["source"].unique())
-    targets = sorted(matrix["target"].unique())
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) * max(1, len(targets) / 3) + 1,
-                                                      0.9 * len(sources) + 2.2), squeeze=False, sharey=True)
-    for ax, panel in zip(axes[0], panels):
-        rows = matrix[matrix["best"]] if panel == "best" else matrix[matrix["method"] == panel]
-        cells = {(r.source, r.target): r for r in rows.itertuples()}
-        values = np.full((len(sources), len(targets)), np.nan)
-        for (i, s), (j, t) in ((a, b) for a in enumerate(sources) for b in enumerate(targets)):
-            r = cells.get((s, t))
-            if r is not None and bool(r.defined):
-                values[i, j] = r.efficiency
-        ax.set_facecolor("#eeeeee")  # undefined cells stay grey
-        im = ax.imshow(values, cmap="RdBu_r", vmin=-1.5, vmax=1.5, aspect="auto")
-        for (i, s), (j, t) in ((a, b) for a in enumerate(sources) for b in enumerate(targets)):
-            r = cells.get((s, t))
-            if s == t:
-                text = "own"
-            elif r is None:
-                text = ""
-            elif not bool(r.defined):
-                text = f"undef.\ngain {r.gain:+.2f}"  # AQI points; the own vector's gain is in noise
-            else:
-                text = f"{r.efficiency:.2f}\n[{r.ci_low:.2f}, {r.ci_high:.2f}]"
-                if panel == "best":
-                    text += f"\n{r.method}"
-                if bool(r.best) and panel != "best":
-                    ax.add_patch(plt.Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, lw=2, color="black"))
-            ax.text(j, i, text, ha="center", va="center", fontsize=7)
-        ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right")
-        ax.set_yticks(range(len(sources)), [f"{s} *" if s == baseline else s for s in sources])
+    sources = sorted(frame["source"].unique())
+    targets = sorted(frame["target"].unique())
+    fig, axes = plt.subplots(len(operators), len(panels),
+                             figsize=(3.2 * len(panels) * max(1, len(targets) / 3) + 1,
+                                      (0.9 * len(sources) + 1.6) * len(operators) + 0.8),
+                             squeeze=False, sharey=True)
+    for row, operator in zip(axes, operators):
+        sub = frame[frame["operator"] == operator]
+        for ax, panel in zip(row, panels):
+            rows = sub[sub["best"]] if panel == "best" else sub[sub["method"] == panel]
+            cells = {(r.source, r.target): r for r in rows.itertuples()}
+            values = np.full((len(sources), len(targets)), np.nan)
+            for (i, s), (j, t) in ((a, b) for a in enumerate(sources) for b in enumerate(targets)):
+                r = cells.get((s, t))
+                if r is not None and bool(r.defined):
+                    values[i, j] = r.efficiency
+            ax.set_facecolor("#eeeeee")  # undefined cells stay grey
+            im = ax.imshow(values, cmap="RdBu_r", vmin=-1.5, vmax=1.5, aspect="auto")
+            for (i, s), (j, t) in ((a, b) for a in enumerate(sources) for b in enumerate(targets)):
+                r = cells.get((s, t))
+                if s == t:
+                    text = "own"
+                elif r is None:
+                    text = ""
+                elif not bool(r.defined):
+                    text = f"undef.\ngain {r.gain:+.2f}"  # AQI points; the own vector's gain is in noise
+                else:
+                    text = f"{r.efficiency:.2f}\n[{r.ci_low:.2f}, {r.ci_high:.2f}]"
+                    if panel == "best":
+                        text += f"\n{r.method}"
+                    if bool(r.best) and panel != "best":
+                        ax.add_patch(plt.Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, lw=2, color="black"))
+                if r is not None and s != t and bool(getattr(r, "below_stability_floor", False)):
+                    text += "\n(unstable)"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7)
+            ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right")
+            ax.set_yticks(range(len(sources)), [f"{s} *" if s == baseline else s for s in sources])
+            ax.set_title(f"{'best method per cell' if panel == 'best' else panel} · {operator}", fontsize=9)
+        row[0].set_ylabel("source vector (* = phase-1 baseline)")
+    for ax in axes[-1]:
         ax.set_xlabel("target (base model steered)")
-        ax.set_title("best method per cell" if panel == "best" else panel)
-    axes[0][0].set_ylabel("source vector (* = phase-1 baseline)")
-    fig.colorbar(im, ax=list(axes[0]), label="transfer efficiency (1 = as good as the target's own vector)")
-    fig.suptitle("Cross-architecture transfer efficiency (outlined: the cell's best method)\ngrey: undefined (the target's own "
-                 "vector gains nothing beyond noise); the cell then gives the mapped vector's AQI gain")
+    fig.colorbar(im, ax=list(axes.ravel()), label="transfer efficiency (1 = as good as the target's own vector "
+                                                  "under the same operator)")
+    fig.suptitle("Cross-architecture transfer efficiency per operator (outlined: the cell's best method)\ngrey: "
+                 "undefined (the target's own vector gains nothing beyond noise); the cell then gives the mapped "
+                 "vector's AQI gain")
     save_figure(fig, path)
 
 

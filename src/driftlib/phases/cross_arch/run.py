@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only; the functions import what they run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["prepare_anchors", "transfer_sweep"]
+__all__ = ["operator_specs", "prepare_anchors", "transfer_sweep"]
 
 
 def prepare_anchors(*, source: str, prompts: str, split: str, n: int | None, seed: int, out: str | Path) -> None:
@@ -37,29 +37,89 @@ def prepare_anchors(*, source: str, prompts: str, split: str, n: int | None, see
              report["n_dropped_overlap"])
 
 
-def transfer_sweep(*, source: ModelSource, name: str, mapped: str | Path, methods: Sequence[str],
+def operator_specs(steering: SteeringSpec, compare: Sequence[str], condition: str | Path | None = None
+                   ) -> tuple[dict[str | None, SteeringSpec], dict]:
+    """The unbound spec of each operator a sweep steers under: ``{None: the main operator's spec,
+    operator: that compared operator's spec}`` (``compare`` minus the main operator, in order), and
+    the condition's record (its accuracy on the evaluation prompts, from the ``fit-condition`` file's
+    metadata; ``{}`` without one).
+
+    A gated operator (``conditional``) gets the condition of ``condition`` (a ``fit-condition``
+    file); the others get none.
+
+    Raises:
+        ConfigError: a gated operator is compared but no condition is given.
+    """
+    from driftlib.stats.condition import load_condition
+
+    cond, record = load_condition(condition) if condition else (None, {})
+    specs = steering.for_operators(compare, cond)
+    keep = ("condition_accuracy", "condition_ci_low", "condition_ci_high", "condition_balanced", "condition_n",
+            "layer", "threshold", "model")
+    return specs, {k: record[k] for k in keep if k in record}
+
+
+def transfer_sweep(*, source: ModelSource, name: str, mapped: Sequence[str | Path], methods: Sequence[str],
                    steering: SteeringSpec, lambdas: Sequence[float], texts: str | Path, read: ReadOut,
-                   cost: CostOptions, batch_size: int, seed: int, out: str | Path, cost_out: str | Path) -> None:
-    """Steer the target with each method's mapped vector, its shuffled-map control and a random
-    vector of the mapped vector's norms, all under the same spec; cost of each mapped vector."""
+                   cost: CostOptions, batch_size: int, seed: int, out: str | Path, cost_out: str | Path,
+                   compare: Sequence[str] = (), condition: str | Path | None = None) -> None:
+    """Steer one target with the mapped vectors of every source into it, under every operator, in one pass.
+
+    For each mapped-vectors file (``fit-maps --out-vectors``, one per source; its metadata names
+    the source and the target) and each method: the mapped vector, its shuffled-map control and a
+    random vector of the mapped vector's norms (seed ``seed + i`` for the ``i``-th method, as the
+    per-pair sweeps had), under the main operator and under each operator of ``compare`` (the
+    conditional one gated by ``condition``, the target's own phase-3 condition); the capability cost
+    of each mapped vector under each operator. Tensors and cost rows are named
+    ``{source}/{method}/{kind}[/{operator}]`` (:func:`transfer_key`); the sweep's metadata lists the
+    ``sources``, ``methods``, ``compare``d operators, each vector's ``operators``, each source's
+    ``matching``, each random control's seed (``random_seeds``), each vector's ``stability`` (the
+    source vector's split-half stability at the blocks it was mapped from, NaN for the controls)
+    and the ``condition``'s accuracy record. Every spec shares one unsteered prefix per batch
+    (:func:`driftlib.steer.runs.sweep_specs`).
+    """
+    from driftlib.core.errors import ArtifactError
+    from driftlib.phases.cross_arch.evaluate import transfer_key
     from driftlib.steer.runs import cost_rows, sweep_file
     from driftlib.steer.sweep import random_like
     from driftlib.steer.vectors import load_vectors
 
-    _, meta = load_vectors(mapped, f"{methods[0]}_mapped", producer="fit_maps")
+    specs, condition_record = operator_specs(steering, compare, condition)
+    named, costed, seeds, matching, layers, stability, operators = {}, {}, {}, {}, None, {}, {}
+    for path in mapped:
+        meta = load_vectors(path, f"{methods[0]}_mapped", producer="fit_maps")[1]
+        key = str(meta.get("source", ""))
+        if meta.get("target", name) != name or not key:
+            raise ArtifactError(f"{path}: mapped vectors from {key or 'an unnamed source'} into "
+                                f"{meta.get('target')!r}, not into {name!r}; re-run fit_maps")
+        if key in matching:
+            raise ArtifactError(f"--mapped: two files map {key} into {name}; give one per source")
+        matching[key], layers = meta.get("matching", ""), meta["layers"]
+        source_stability = float(meta.get("source_stability", float("nan")))
+        for i, method in enumerate(methods):
+            vectors = {"mapped": load_vectors(path, f"{method}_mapped", producer="fit_maps")[0],
+                       "shuffled": load_vectors(path, f"{method}_shuffled", producer="fit_maps")[0]}
+            vectors["random"] = random_like(vectors["mapped"], seed + i)
+            for op, spec in specs.items():
+                for kind, vec in vectors.items():
+                    vector_key = transfer_key(key, method, kind, op)
+                    named[vector_key], operators[vector_key] = spec.with_vectors(vec), spec.operator
+                    stability[vector_key] = source_stability if kind == "mapped" else float("nan")
+                costed[transfer_key(key, method, "mapped", op)] = named[transfer_key(key, method, "mapped", op)]
+                seeds[transfer_key(key, method, "random", op)] = seed + i
     model, tokenizer = source.load()
-    named, costed = {}, {}
-    for i, method in enumerate(methods):
-        vectors = load_vectors(mapped, f"{method}_mapped", producer="fit_maps")[0]
-        named[f"{method}/mapped"] = costed[f"{method}/mapped"] = steering.with_vectors(vectors)
-        named[f"{method}/shuffled"] = steering.with_vectors(
-            load_vectors(mapped, f"{method}_shuffled", producer="fit_maps")[0])
-        named[f"{method}/random"] = steering.with_vectors(random_like(vectors, seed + i))
     tensors, _, sweep_meta = sweep_file(model, tokenizer, texts, named, lambdas, read, batch_size=batch_size,
-                                        name=name, source=source.path, seed=seed)
-    save_tensors(out, tensors, metadata={**sweep_meta, "source": meta.get("source", ""), "methods": list(methods),
-                                         "inject_layers": meta["layers"], "matching": meta.get("matching", "")})
-    write_table(pd.DataFrame(cost_rows(model, tokenizer, costed, lambdas, cost, batch_size=batch_size)), cost_out,
-                metadata={"model": name, "source": meta.get("source", ""), **cost.metadata(), "seed": seed,
-                          **steering.metadata()})
-    log.info("wrote transfer sweep of %d vectors to %s", len(tensors), out)
+                                        name=name, source=source.path, seed=seed,
+                                        template=source.load_template())
+    save_tensors(out, tensors, metadata={**sweep_meta, "sources": list(matching), "methods": list(methods),
+                                         "operator": steering.operator, "compare": [op for op in specs if op],
+                                         "operators": operators, "inject_layers": layers, "matching": matching,
+                                         "random_seeds": seeds, "stability": stability,
+                                         "condition": condition_record})
+    table = pd.DataFrame(cost_rows(model, tokenizer, costed, lambdas, cost, batch_size=batch_size))
+    table.insert(0, "source", table["vector"].str.split("/").str[0])
+    table.insert(1, "operator", table["vector"].map(operators))
+    write_table(table, cost_out, metadata={"model": name, "sources": list(matching), **cost.metadata(), "seed": seed,
+                                           **specs[None].metadata(), "compare": [op for op in specs if op]})
+    log.info("wrote the transfer sweep of %d vectors from %d sources under %d operators into %s to %s",
+             len(tensors), len(matching), len(specs), name, out)

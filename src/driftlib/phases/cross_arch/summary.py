@@ -17,52 +17,76 @@ from driftlib.stats.selection import transfer_matrix as rank_cells
 __all__ = ["summarize_transfer", "transfer_matrix"]
 
 
-def transfer_matrix(fits: Sequence[str | Path], efficiencies: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per (source, target, method) from the ``fit_maps`` and ``transfer_efficiency`` tables
-    (:func:`driftlib.stats.selection.transfer_matrix` of the concatenated tables)."""
+def transfer_matrix(fits: Sequence[str | Path], efficiencies: Sequence[str | Path], *,
+                    stability_floor: float = 0.5) -> pd.DataFrame:
+    """One row per (source, target, method, operator) from the ``fit_maps`` and ``transfer_efficiency``
+    tables: :func:`driftlib.stats.selection.transfer_matrix` of the concatenated tables, per operator
+    (so ``best`` is each cell's best method under that operator), with ``below_stability_floor``
+    where the source vector's split-half stability is below ``stability_floor``."""
     fit = pd.concat([read_table(f, producer="fit_maps")[0] for f in fits], ignore_index=True)
     eff = pd.concat([read_table(f, producer="transfer_efficiency")[0] for f in efficiencies], ignore_index=True)
-    return rank_cells(fit, eff)
+    if "operator" not in eff:
+        eff["operator"] = "add"
+    matrix = pd.concat([rank_cells(fit, rows).assign(operator=op) for op, rows in eff.groupby("operator", sort=False)],
+                       ignore_index=True)
+    if "vector_stability" not in matrix:
+        matrix["vector_stability"] = float("nan")
+    matrix["below_stability_floor"] = matrix["vector_stability"] < stability_floor
+    return matrix
 
 
 def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | Path], baseline: str | Path,
-                       matchings: Sequence[str | Path], out_dir: str | Path, *, matrix_method: str = "best") -> dict:
-    """The source x target matrix (:func:`transfer_matrix`): ``transfer_matrix.parquet``/``.csv``,
-    ``transfer_summary.json`` (the baseline model's row) and the heatmaps (``transfer_matrix.png``,
-    ``transfer_fit.png``, ``layer_matching.png``)."""
+                       matchings: Sequence[str | Path], out_dir: str | Path, *, matrix_method: str = "best",
+                       stability_floor: float = 0.5) -> dict:
+    """The source x target matrix (:func:`transfer_matrix`): ``transfer_matrix.parquet``/``.csv``
+    (one row per source, target, method and operator), ``transfer_summary.json`` (the baseline
+    model's row under the main operator, ``baseline_row``, and under each operator,
+    ``baseline_by_operator``) and the heatmaps (``transfer_matrix.png``, one row of panels per
+    operator; ``transfer_fit.png``, ``layer_matching.png``)."""
 
     from driftlib.stats.maps import METHODS
 
     if matrix_method not in ("best", *METHODS):
         raise ConfigError(f"cross_arch.matrix_method: {matrix_method!r}; use best or one of {', '.join(METHODS)}")
     out = Path(out_dir)
-    matrix = transfer_matrix(fits, efficiencies)
+    matrix = transfer_matrix(fits, efficiencies, stability_floor=stability_floor)
+    main = str(read_table(efficiencies[0])[1].get("operator", matrix["operator"].iloc[0]))
     write_table(matrix, out / "transfer_matrix.parquet")
     write_table(matrix.round(4), out / "transfer_matrix.csv")
 
     choice = read_json(baseline, producer="baseline_summary")
     base = choice.get("baseline")
     shown = matrix[matrix["best"]] if matrix_method == "best" else matrix[matrix["method"] == matrix_method]
-    row = shown[shown["source"] == base]
+    by_operator = {op: _baseline_row(rows, base) for op, rows in shown.groupby("operator", sort=False)}
+    main_rows = matrix[matrix["operator"] == main]
     summary = {
-        "baseline": base, "matrix_method": matrix_method,
-        "baseline_row": {str(r.target): {"method": r.method, "efficiency": _num(r.efficiency),
-                                         "ci": [_num(r.ci_low), _num(r.ci_high)], "defined": bool(r.defined),
-                                         "r2": _num(r.r2), "cos_own": _num(r.cos_own),
-                                         "random_efficiency": _num(r.random_efficiency),
-                                         "shuffled_efficiency": _num(r.shuffled_efficiency)}
-                         for r in row.itertuples()},
-        "best_method_counts": matrix[matrix["best"]]["method"].value_counts().to_dict(),
-        "mean_heldout_r2": matrix.groupby("method")["r2"].mean().to_dict(),
-        "mean_shuffled_r2": matrix.groupby("method")["shuffled_r2"].mean().to_dict(),
+        "baseline": base, "matrix_method": matrix_method, "operator": main,
+        "baseline_row": by_operator.get(main, {}),
+        "baseline_by_operator": by_operator,
+        "best_method_counts": main_rows[main_rows["best"]]["method"].value_counts().to_dict(),
+        "mean_heldout_r2": main_rows.groupby("method")["r2"].mean().to_dict(),
+        "mean_shuffled_r2": main_rows.groupby("method")["shuffled_r2"].mean().to_dict(),
+        "stability_floor": stability_floor,
     }
     summary["note"] = _baseline_note(base, summary["baseline_row"])
     write_json(summary, out / "transfer_summary.json")
-    plots.transfer_matrix(matrix, out / "transfer_matrix.png", method=matrix_method, baseline=base)
-    plots.transfer_fit(matrix, out / "transfer_fit.png")
+    plots.transfer_matrix(matrix, out / "transfer_matrix.png", method=matrix_method, baseline=base, main=main)
+    plots.transfer_fit(main_rows, out / "transfer_fit.png")
     plots.layer_matching([read_json(m, producer="fit_maps") for m in matchings], out / "layer_matching.png",
                          source=base)
     return summary
+
+
+def _baseline_row(shown: pd.DataFrame, base: str | None) -> dict:
+    return {str(r.target): {"method": r.method, "efficiency": _num(r.efficiency),
+                            "ci": [_num(r.ci_low), _num(r.ci_high)], "defined": bool(r.defined),
+                            "r2": _num(r.r2), "cos_own": _num(r.cos_own),
+                            "random_efficiency": _num(r.random_efficiency),
+                            "shuffled_efficiency": _num(r.shuffled_efficiency),
+                            "vector_stability": _num(r.vector_stability),
+                            "below_stability_floor": bool(r.below_stability_floor),
+                            "condition_accuracy": _num(getattr(r, "condition_accuracy", None))}
+            for r in shown[shown["source"] == base].itertuples()}
 
 
 def _num(value: object) -> float | None:

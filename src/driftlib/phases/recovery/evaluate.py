@@ -15,11 +15,18 @@ with a paired bootstrap interval over prompts (the same structure as phase 4's t
 efficiency, so :func:`driftlib.stats.transfer.transfer_efficiency` computes it: the dealigned model is
 the unsteered state, the aligned model the reference). It is undefined when the drop
 ``AQI_aligned - AQI_dealigned`` is inside the noise (its interval reaches 0).
+
+Each vector is also swept under every operator of ``steering.compare`` (a conditional operator
+gated by the model key's phase-3 condition), so the rates come per (vector, operator). Behaviour:
+the recovery sweep writes the dealigned model's greedy answers under the same-arch vector at every
+lambda; :func:`behaviour_recovery` gives the behavioural drop (the aligned model's refusal split
+from phase 1 minus the dealigned model's) and the share of it recovered at the best lambda.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,15 +65,26 @@ def recovery_note(r: dict, confidence: float) -> str:
     return r["note"]
 
 
+def recovery_key(vector: str, operator: str | None = None) -> str:
+    """The name of one swept vector in a recovery sweep: ``same_arch``, ``cross_arch`` or ``random``
+    under the main operator (``steering.operator``), ``{vector}/{operator}`` under a compared one."""
+    return vector + (f"/{operator}" if operator else "")
+
+
 def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path, aligned: str | Path,
                       prompts: str | Path, *, steps: int, max_kl: float, max_repetition_increase: float,
                       method: str = "standardize", n_components: int | None = 32, n_boot: int = 1000,
                       confidence: float = 0.95, seed: int = 0, out: str | Path | None = None) -> pd.DataFrame:
-    """Recovery of one dealigned model (one strength) by each swept vector, with intervals.
+    """Recovery of one dealigned model (one strength) by each swept vector under each operator, with intervals.
 
     ``aligned``: the aligned model's phase-1 hidden states (``extract_prompts``), read at the
     primary measurement layer of the sweep. The same-arch and cross-arch vectors are taken at their
-    best lambda inside the capability-cost bound; the random control at its highest AQI.
+    best lambda inside the capability-cost bound (measured under the same operator); the random
+    control at its highest AQI. One row per (vector, operator): ``vector`` is ``same_arch``,
+    ``cross_arch`` or ``random``, ``operator`` the operator it was steered under (every operator
+    shares the unsteered dealigned state, so the drop is the same in each). Rows carry the swept
+    vector's split-half ``vector_stability`` (NaN for the random control) and, under the
+    conditional operator, the condition's accuracy in the dealigned model.
     """
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.stats.selection import best_in_bound, overall_curve, states_at
@@ -88,29 +106,134 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
     table = read_table(sweep_aqi, columns=["vector", "lam", "layer", "category", "aqi"], producer="score_recovery")[0]
     costs = read_table(cost, columns=["vector", "lam", "kl", "repetition"], producer="recovery_sweep")[0]
     lambdas = list(meta["lambdas"])
+    main = meta.get("operator", "add")
+    operators, stability = meta.get("operators") or {}, meta.get("stability") or {}
+    condition = meta.get("condition") or {}
     h0 = states_at(arrays, "same_arch", lambdas, 0.0, 0, sweep)
     rows = []
-    for vector in meta["vectors"]:
-        costed = costs[costs["vector"] == vector]
-        best = best_in_bound(overall_curve(table, vector), costed if len(costed) else None, max_kl, max_repetition_increase)
+    for key in meta["vectors"]:
+        costed = costs[costs["vector"] == key]
+        best = best_in_bound(overall_curve(table, key), costed if len(costed) else None, max_kl, max_repetition_increase)
         lam = best.lam if best.lam is not None else 0.0
-        h = states_at(arrays, vector, lambdas, lam, 0, sweep)
+        h = states_at(arrays, key, lambdas, lam, 0, sweep)
         r = transfer_efficiency(h0, h, h_aligned, y, method=method, n_components=n_components,
                                 n_boot=n_boot, confidence=confidence, seed=seed)
         note = recovery_note(r, confidence)
-        rows.append({"model": meta.get("model", ""), "steps": int(steps), "vector": vector,
-                     "operator": meta.get("operator", "add"),
-                     "source": meta.get("sources", {}).get(vector, ""), "lam": float(lam), "layer": layer,
+        operator = operators.get(key, main)
+        cond = condition if operator == "conditional" else {}
+        vector = key.split("/")[0]
+        rows.append({"model": meta.get("model", ""), "steps": int(steps), "vector": vector, "operator": operator,
+                     "source": meta.get("sources", {}).get(key, ""), "lam": float(lam), "layer": layer,
                      "drop": r["gain_own"], "drop_ci_low": r["gain_own_ci"][0], "drop_ci_high": r["gain_own_ci"][1],
+                     "drop_mde": r["gain_own_mde"], "drop_resolvable": bool(abs(r["gain_own"]) >= r["gain_own_mde"]),
                      "gain": r["gain_mapped"], "gain_ci_low": r["gain_mapped_ci"][0],
-                     "gain_ci_high": r["gain_mapped_ci"][1], "rate": r["efficiency"], "ci_low": r["ci_low"],
+                     "gain_ci_high": r["gain_mapped_ci"][1], "gain_mde": r["gain_mapped_mde"],
+                     "gain_resolvable": bool(abs(r["gain_mapped"]) >= r["gain_mapped_mde"]), "rate": r["efficiency"], "ci_low": r["ci_low"],
                      "ci_high": r["ci_high"], "defined": bool(r["defined"]),
+                     "vector_stability": float(stability.get(key, float("nan"))),
+                     "condition_accuracy": float(cond.get("condition_accuracy", float("nan"))),
+                     "condition_ci_low": float(cond.get("condition_ci_low", float("nan"))),
+                     "condition_ci_high": float(cond.get("condition_ci_high", float("nan"))),
                      "note": "; ".join(x for x in (note, best.note if len(costed) else "") if x)})
     result = pd.DataFrame(rows)
     if out is not None:
-        write_table(result, out, metadata={"model": meta.get("model", ""), "steps": int(steps), "n_boot": n_boot,
-                                           "confidence": confidence, "seed": seed})
+        write_table(result, out, metadata={"model": meta.get("model", ""), "steps": int(steps), "operator": main,
+                                           "n_boot": n_boot, "confidence": confidence, "seed": seed})
     return result
 
 
-__all__ = ["evaluate_recovery", "recovery_note", "recovery_rate"]
+# --------------------------------------------------------------------------------------------
+# behaviour: the refusal split of the aligned, dealigned and steered dealigned model
+
+
+def refusal_split(refused: Sequence[bool], unsafe: Sequence[bool], confidence: float = 0.95) -> dict:
+    """The refusal split ``refusal on unsafe − over-refusal on safe`` of one set of answers.
+
+    Args:
+        refused: ``[n]`` bools, the classifier's verdicts.
+        unsafe: ``[n]`` bools, the prompts' labels.
+        confidence: coverage of the Newcombe interval.
+
+    Returns:
+        ``{split, ci_low, ci_high, se, k_unsafe, n_unsafe, k_safe, n_safe}`` (``se``: the normal
+        standard error of a difference of independent binomial rates).
+    """
+    r, u = np.asarray(refused, dtype=bool), np.asarray(unsafe, dtype=bool)
+    return split_from_counts(int(r[u].sum()), int(u.sum()), int(r[~u].sum()), int((~u).sum()), confidence)
+
+
+def split_from_counts(k_unsafe: int, n_unsafe: int, k_safe: int, n_safe: int, confidence: float = 0.95) -> dict:
+    """:func:`refusal_split` from the counts (refusals and prompts per class)."""
+    from driftlib.stats.behaviour import newcombe_interval
+
+    if not (n_unsafe and n_safe):
+        nan = float("nan")
+        return {"split": nan, "ci_low": nan, "ci_high": nan, "se": nan, "k_unsafe": k_unsafe, "n_unsafe": n_unsafe,
+                "k_safe": k_safe, "n_safe": n_safe}
+    pu, ps = k_unsafe / n_unsafe, k_safe / n_safe
+    lo, hi = newcombe_interval(k_unsafe, n_unsafe, k_safe, n_safe, confidence)
+    se = math.sqrt(pu * (1 - pu) / n_unsafe + ps * (1 - ps) / n_safe)
+    return {"split": pu - ps, "ci_low": lo, "ci_high": hi, "se": se, "k_unsafe": k_unsafe, "n_unsafe": n_unsafe,
+            "k_safe": k_safe, "n_safe": n_safe}
+
+
+def difference_interval(a: dict, b: dict) -> tuple[float, float]:
+    """The interval of ``a["split"] − b["split"]`` from each split's own interval (MOVER, Zou and
+    Donner 2008: Newcombe's construction carried one level up; the two splits independent)."""
+    d = a["split"] - b["split"]
+    return (d - math.hypot(a["split"] - a["ci_low"], b["ci_high"] - b["split"]),
+            d + math.hypot(a["ci_high"] - a["split"], b["split"] - b["ci_low"]))
+
+
+def behaviour_recovery(answers: pd.DataFrame, aligned: dict, best_lam: float, *, confidence: float = 0.95) -> dict:
+    """The behavioural dealignment drop and the share of it that steering recovers at ``best_lam``.
+
+    Args:
+        answers: one dealigned model's answer rows (``answer_rows``: ``lam``, ``safety_label``,
+            ``refused``) along lambda; lambda 0 is the dealigned model unsteered.
+        aligned: the aligned model's counts from phase 1's behaviour table (overall row:
+            ``refused_unsafe``, ``n_unsafe``, ``refused_safe``, ``n_safe``).
+        best_lam: the lambda the recovery is read at (the same-arch vector's best lambda).
+        confidence: coverage; the MDEs use ``alpha = 1 − confidence`` and 80% power.
+
+    Returns:
+        ``aligned_split``, ``dealigned_split``, ``steered_split`` (refusal on unsafe − over-refusal
+        on safe) with their Newcombe intervals; ``drop`` = aligned − dealigned with a MOVER interval
+        (:func:`difference_interval`), its normal ``drop_se``, ``drop_mde`` and ``drop_resolvable``;
+        ``gain`` = steered − dealigned with ``gain_se``; ``share`` = gain / drop with its Fieller
+        interval and ``defined``/``note`` (:func:`driftlib.stats.gap.gap_share`: undefined when the
+        drop is below its MDE). Aligned and dealigned answers are treated as independent samples
+        (they answer the same prompts, so this is conservative when their verdicts correlate).
+    """
+    from driftlib.stats.gap import gap_share
+    from driftlib.stats.power import minimum_detectable_effect
+
+    lams = answers["lam"].astype(float)
+    if not (lams == 0.0).any() or not (lams == float(best_lam)).any():
+        raise ArtifactError(f"the answers hold lambdas {sorted(set(lams))}, not 0 and the best lambda {best_lam}; "
+                            "re-run recovery_sweep")
+
+    def at(lam: float) -> dict:
+        rows = answers[lams == lam]
+        return refusal_split(rows["refused"].to_numpy(bool), (rows["safety_label"] == "unsafe").to_numpy(), confidence)
+
+    a = split_from_counts(int(aligned["refused_unsafe"]), int(aligned["n_unsafe"]), int(aligned["refused_safe"]),
+                          int(aligned["n_safe"]), confidence)
+    d0, s = at(0.0), at(float(best_lam))
+    drop, (lo, hi) = a["split"] - d0["split"], difference_interval(a, d0)
+    drop_se = math.hypot(a["se"], d0["se"])
+    mde = minimum_detectable_effect(drop_se, alpha=1 - confidence) if np.isfinite(drop_se) else float("nan")
+    gain, gain_se = s["split"] - d0["split"], math.hypot(s["se"], d0["se"])
+    share = gap_share(gain, gain_se, drop, drop_se, confidence=confidence)
+    note = share.note.replace("aligned and base do not differ", "aligned and dealigned do not differ")
+    return {"aligned_split": a["split"], "aligned_ci_low": a["ci_low"], "aligned_ci_high": a["ci_high"],
+            "dealigned_split": d0["split"], "dealigned_ci_low": d0["ci_low"], "dealigned_ci_high": d0["ci_high"],
+            "drop": drop, "drop_ci_low": lo, "drop_ci_high": hi, "drop_se": drop_se, "drop_mde": mde,
+            "drop_resolvable": bool(abs(drop) >= mde) if np.isfinite(mde) else False,
+            "lam": float(best_lam), "steered_split": s["split"], "steered_ci_low": s["ci_low"],
+            "steered_ci_high": s["ci_high"], "gain": gain, "gain_se": gain_se, "share": share.share,
+            "share_ci_low": share.ci_low, "share_ci_high": share.ci_high, "defined": share.defined, "note": note}
+
+
+__all__ = ["behaviour_recovery", "difference_interval", "evaluate_recovery", "recovery_key", "recovery_note",
+           "recovery_rate", "refusal_split", "split_from_counts"]
