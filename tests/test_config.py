@@ -36,7 +36,9 @@ def test_defaults_are_filled(default):
     config = copy.deepcopy(default)
     del config["extraction"]
     load_and_check(config)
-    assert config["extraction"] == {"batch_size": 16, "max_length": 256, "pooling": "mean", "skip_first": True}
+    assert config["extraction"] == {"batch_size": 16, "tokens_per_batch": None, "packing": False, "compile": False,
+                                    "max_length": 256,
+                                    "render": "raw", "pooling": "mean", "skip_first": True}
 
 
 @pytest.mark.parametrize("change, pattern", [
@@ -94,8 +96,8 @@ def test_real_small_config_runs_two_real_models_without_a_base(repo_root):
     ("lambdas: [0, 0.25, 0.5, 0.75, 1]", "lambdas: [0, .nan, 1]", r"steering\.lambdas\[1\]: nan is not a finite number"),
     ("lambdas: [0, 0.25, 0.5, 0.75, 1]", "lambdas: [0, 0.5, .inf]", r"steering\.lambdas\[2\]: inf is not a finite"),
     ("  lambda: 0 ", "  lambda: -.inf ", r"collaboration\.lambda: -inf is not a finite number"),
-    ("layers: [0.5, 1.0]", "layers: [0.0, 1.0]", r"aqi\.layers\[0\]: 0\.0 is a float, so it is read as a relative depth"),
-    ("layers: [0.5, 1.0]", "layers: [.nan, 1.0]", r"aqi\.layers\[0\]: nan is not a finite number"),
+    ("layers: [1.0, 0.5]", "layers: [0.0, 0.5]", r"aqi\.layers\[0\]: 0\.0 is a float, so it is read as a relative depth"),
+    ("layers: [1.0, 0.5]", "layers: [.nan, 0.5]", r"aqi\.layers\[0\]: nan is not a finite number"),
     ("layers: [0.5]  ", "layers: [2.0]  ", r"steering\.layers\[0\]: 2\.0 is a float"),
 ])
 def test_non_finite_numbers_and_float_layers_are_refused_at_load(repo_root, tmp_path, old, new, pattern):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from driftlib.core.errors import DataError, ModelError
+from driftlib.core.errors import ConfigError, DataError, ModelError
 from driftlib.model import render as R
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -97,3 +97,70 @@ def test_import_loads_no_torch():
                          env={**os.environ, "PYTHONPATH": str(SRC)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_format_prompts_raw_is_the_text_and_chat_is_the_rendering(variants):
+    aligned, bare, _ = variants
+    texts = ["How do I bake bread?", "Tell me a secret."]
+    assert R.format_prompts(aligned, texts, "raw") == texts
+    assert R.format_prompts(bare, texts, "chat", template_tokenizer=aligned) == R.render_prompts(aligned, texts)
+    with pytest.raises(ConfigError, match="render"):
+        R.format_prompts(aligned, texts, "markdown")
+    with pytest.raises(DataError):
+        R.format_prompts(aligned, "one string", "chat")
+
+
+def test_a_template_that_writes_the_bos_gives_one_bos_not_two(variants):
+    aligned, _, _ = variants
+    # the tiny tokenizer adds <|bos|> itself; a template that also writes it (as Llama-3's does)
+    writes_bos = copy.deepcopy(aligned)
+    writes_bos.chat_template = "{{ bos_token }}" + aligned.chat_template
+    assert R.adds_bos(aligned) == aligned.bos_token
+    rendered = R.render_prompt(aligned, "hi", template_tokenizer=writes_bos)
+    assert rendered.startswith(aligned.bos_token)
+    (text,) = R.format_prompts(aligned, ["hi"], "chat", template_tokenizer=writes_bos)
+    ids = aligned(text)["input_ids"]
+    assert ids.count(aligned.bos_token_id) == 1 and ids[0] == aligned.bos_token_id
+    # the same ids as the template without the BOS, tokenised with the tokenizer's own
+    assert ids == aligned(R.render_prompt(aligned, "hi"))["input_ids"]
+
+
+def test_extract_with_chat_render_reads_the_last_token_of_the_aligned_template(tok_dir, tmp_path):
+    """`driftlib extract --render chat --pooling last` on a base variant whose tokenizer has no
+    template, given the aligned variant's folder as --template, equals the block output at the last
+    token of the prompt rendered by hand through the aligned template."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from driftlib.cli import main
+    from driftlib.core.artifacts import load_tensors, read_table
+    from driftlib.model import tiny
+
+    aligned_tok = AutoTokenizer.from_pretrained(str(tok_dir))
+    torch.manual_seed(0)
+    model = tiny._new_model("llama", aligned_tok).eval()
+    aligned_tok.save_pretrained(tmp_path / "aligned")
+    model.save_pretrained(tmp_path / "base")
+    base_tok = copy.deepcopy(aligned_tok)
+    base_tok.chat_template = None
+    base_tok.save_pretrained(tmp_path / "base")
+    prompts = tmp_path / "prompts.parquet"
+    assert main(["-q", "prepare-prompts", "--per-group", "1", "--out", str(prompts)]) == 0
+    out = tmp_path / "h.safetensors"
+    assert main(["-q", "extract", "--model", str(tmp_path / "base"), "--dtype", "float32", "--device", "cpu",
+                 "--template", str(tmp_path / "aligned"), "--name", "llama", "--variant", "base",
+                 "--texts", str(prompts), "--layers", "1", "--render", "chat", "--pooling", "last",
+                 "--out", str(out)]) == 0
+    tensors, meta = load_tensors(out)
+    assert meta["render"] == "chat" and meta["template"] == str(tmp_path / "aligned")
+    texts = read_table(prompts)[0]["text"].tolist()
+    want = []
+    with torch.no_grad():
+        for text in texts:
+            rendered = aligned_tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                                       add_generation_prompt=True)
+            ids = torch.tensor([aligned_tok(rendered)["input_ids"]])
+            hs = model(ids, output_hidden_states=True).hidden_states
+            want.append(hs[2][0, -1].numpy())   # hidden_states[i + 1] is block i's output
+    np.testing.assert_allclose(tensors["hidden"][:, 0, :], np.stack(want), rtol=1e-4, atol=1e-5)

@@ -12,9 +12,8 @@ rule extract_prompts:
     params:
         model=model_options,
         layers=layer_args(config["aqi"]["layers"]),
-        pooling=config["extraction"]["pooling"],
-        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
-        batch_size=config["extraction"]["batch_size"],
+        read=read_args(),
+        batching=batch_args(),
         max_length=config["extraction"]["max_length"],
     log:
         f"{RESULTS}/logs/extract_prompts/{{model}}-{{variant}}.log",
@@ -28,21 +27,19 @@ rule extract_prompts:
         ENV
     shell:
         "driftlib extract {params.model} --name {wildcards.model} --variant {wildcards.variant} "
-        "--texts {input.prompts} --layers {params.layers} --pooling {params.pooling} {params.skip_first} "
-        "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
+        "--texts {input.prompts} --layers {params.layers} {params.read} "
+        "{params.batching} --max-length {params.max_length} --out {output} > {log} 2>&1"
 
 
 rule answer_prompts:
     input:
         prompts=f"{RESULTS}/data/prompts.parquet",
         model=model_inputs,
-        template=lambda wildcards: built_inputs(wildcards.model, "aligned"),
         code=code("answer"),
     output:
         f"{RESULTS}/behaviour/{{model}}/{{variant}}.parquet",
     params:
         model=model_options,
-        template=lambda wildcards: model_path(wildcards.model, "aligned"),
         max_new_tokens=config["behaviour"]["max_new_tokens"],
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
@@ -58,7 +55,7 @@ rule answer_prompts:
         ENV
     shell:
         "driftlib answer {params.model} --name {wildcards.model} --variant {wildcards.variant} "
-        "--template {params.template:q} --prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "
+        "--prompts {input.prompts} --max-new-tokens {params.max_new_tokens} "
         "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
 
 
@@ -104,6 +101,7 @@ rule baseline_summary:
             category="Phase 1: baseline",
         ),
         choice=f"{RESULTS}/baseline/baseline.json",
+        behaviour_table=f"{RESULTS}/baseline/behaviour.parquet" if ANSWERS else [],
         behaviour=report(
             f"{RESULTS}/baseline/behaviour.csv",
             caption="../report/behaviour.rst",

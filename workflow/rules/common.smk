@@ -27,6 +27,14 @@ except ConfigError as _exc:
     raise WorkflowError(f"config: {_exc}") from None
 
 RESULTS = "results"
+# The synthetic world (config `world`, docs/synthetic_world.md): when enabled, every data source left at its
+# default reads the world's file under WORLD_DIR, which rule prepare_world writes (data.smk).
+from driftlib.datasets.synthetic import WORLD_FILES, point_at_world
+
+WORLD = config["world"]
+WORLD_DIR = f"{RESULTS}/data/world"
+WORLD_PATHS = {key: f"{WORLD_DIR}/{name}" for key, name in WORLD_FILES.items()}
+WORLD_SOURCES = point_at_world(config, WORLD_DIR)
 MODEL_KEYS = list(config["models"])
 VARIANTS_OF = [(m, v) for m, v, _ in iter_model_variants(config)]
 ENV = "../envs/driftlib.yaml"
@@ -70,11 +78,35 @@ def load_options(key, variant):
         opts += ["--revision", entry["revision"]]
     if entry.get("trust_remote_code"):
         opts.append("--trust-remote-code")
+    if variant == "base":  # base and aligned read prompts through the aligned variant's chat template
+        opts += ["--template", model_path(key, "aligned")]
     return " ".join(shlex.quote(str(o)) for o in opts)
 
 
+def loading_inputs(key, variant):
+    """What `load_options(key, variant)` needs built first (a base variant: the aligned one too, for
+    its chat template)."""
+    extra = built_inputs(key, "aligned") if variant == "base" else []
+    return built_inputs(key, variant) + extra
+
+
 def model_inputs(wildcards):
-    return built_inputs(wildcards.model, wildcards.variant)
+    return loading_inputs(wildcards.model, wildcards.variant)
+
+
+def batch_args():
+    """How extraction batches texts (config `extraction`): rows, or a token budget, and packing."""
+    ex = config["extraction"]
+    out = f"--batch-size {ex['batch_size']}"
+    if ex.get("tokens_per_batch"):
+        out += f" --tokens-per-batch {ex['tokens_per_batch']}"
+    return out + (" --packing" if ex.get("packing") else "") + (" --compile" if ex.get("compile") else "")
+
+
+def read_args():
+    """How prompts are read (config `extraction`): rendering, pooling, the first token in a mean."""
+    ex = config["extraction"]
+    return f"--render {ex['render']} --pooling {ex['pooling']}" + ("" if ex["skip_first"] else " --no-skip-first")
 
 
 def model_options(wildcards):
@@ -129,8 +161,9 @@ def BY_TARGET(wildcards):
 
 
 def local_file(path):
-    """A data source given as a local file is an input (editing it re-runs what reads it)."""
-    return [path] if Path(path).is_file() else []
+    """A data source given as a local file is an input (editing it re-runs what reads it); a world file is
+    one even before rule prepare_world has written it."""
+    return [path] if path is not None and (Path(path).is_file() or path in WORLD_PATHS.values()) else []
 
 
 def layer_args(layers):
@@ -173,14 +206,15 @@ def steered_model_options(wildcards):
 
 
 def steered_model_inputs(wildcards):
-    return built_inputs(wildcards.model, space_variant(wildcards.model))
+    return loading_inputs(wildcards.model, space_variant(wildcards.model))
 
 
 def aqi_options():
     """The config's AQI settings as `driftlib` options (one param, so a change re-runs the rule)."""
     a = config["aqi"]
     return (f"--method {a['method']} --pca-components {a['pca_components']} --bootstrap {a['bootstrap']} "
-            f"--permutations {a['permutations']} --confidence {a['confidence']} --seed {config['seed']}")
+            f"--permutations {a['permutations']} --confidence {a['confidence']} --seed {config['seed']} "
+            f"--probe-folds {a['probe_folds']}")
 
 
 # --- phase 4 ---------------------------------------------------------------------------
@@ -199,7 +233,14 @@ def target_model_options(wildcards):
 
 
 def target_model_inputs(wildcards):
-    return built_inputs(wildcards.target, space_variant(wildcards.target))
+    return loading_inputs(wildcards.target, space_variant(wildcards.target))
+
+
+def pairs_into(name, wildcard="model"):
+    """An input function: phase 4's per-pair `name` files of every source into the model that the
+    `wildcard` names (the target's transfer sweep steers with all of them; the recovery sweep picks
+    the phase-1 baseline's, by its best map)."""
+    return lambda wildcards: [f"{RESULTS}/transfer/{s}/{t}/{name}" for s, t in PAIRS if t == getattr(wildcards, wildcard)]
 
 
 # --- phase 4.5 -------------------------------------------------------------------------
@@ -218,27 +259,44 @@ def aligned_model_inputs(wildcards):
     return built_inputs(wildcards.model, "aligned")
 
 
-def pairs_into(name):
-    """An input function: phase 4's `name` files of every pair into the model (the recovery sweep
-    picks the phase-1 baseline's, by its best map)."""
-    return lambda wildcards: [f"{RESULTS}/transfer/{s}/{t}/{name}" for s, t in PAIRS if t == wildcards.model]
-
-
 AQI_TABLES = [f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF]
 #: phase 1's behaviour: each variant's answers to the prompts (none when behaviour.enabled is off)
-ANSWERS = [f"{RESULTS}/behaviour/{m}/{v}.parquet" for m, v in VARIANTS_OF] if config["behaviour"]["enabled"] else []
+BEHAVIOUR = config["behaviour"]["enabled"]
+#: phase 5's answers (each agent in each condition, after long contexts)
+COLLAB_BEHAVIOUR = BEHAVIOUR and config["behaviour"]["collaboration"]
+ANSWERS = [f"{RESULTS}/behaviour/{m}/{v}.parquet" for m, v in VARIANTS_OF] if BEHAVIOUR else []
+
+
+def answers_args(wildcards, output):
+    """A sweep's `--answers-out`: its rule also writes the greedy answers under steering (behaviour.enabled)."""
+    if not BEHAVIOUR:
+        return ""
+    return f"--answers-out {output.answers} --max-new-tokens {config['behaviour']['max_new_tokens']}"
 
 
 # --- phases 5 and 6 --------------------------------------------------------------------
 
 from itertools import product
 
+from driftlib.core.agents import parse_agent
 from driftlib.core.profiles import pairing_name, parse_profile, profile_name
 
 COLLAB = config["collaboration"]
 GAME = config["game"]
-#: pairing name -> its agents (model keys, whose aligned models collaborate) in turn order
+#: pairing name -> its agents in turn order: model keys (their aligned models collaborate) or
+#: KEY@dealigned[<N>] (that aligned model with phase 4.5's adapter; driftlib.core.agents)
 PAIRINGS = {pairing_name(p): list(p) for p in COLLAB["pairings"]}
+
+
+def agent_ref(name):
+    """The agent `name` of a pairing: its model key and dealignment strength (None: aligned)."""
+    return parse_agent(name, STRENGTHS)
+
+
+def agent_adapter(name):
+    """The dealignment adapter a dealigned agent loads (phase 4.5's train_dealign), or None."""
+    ref = agent_ref(name)
+    return f"{RESULTS}/dealign/{ref.key}/adapters/steps{ref.dealign_steps}" if ref.dealigned else None
 
 
 def plain_profile(name):
@@ -277,13 +335,16 @@ def agent_lambda(wildcards):
 
 
 def agents_json(wildcards):
-    """The `--agents` list of a run: each agent's aligned model, own vectors and lambda."""
+    """The `--agents` list of a run: each agent's aligned model (and dealignment adapter), own vectors and lambda."""
     agents = PAIRINGS[wildcards.pairing]
     specs = []
-    for key, lam in zip(agents, parse_profile(wildcards.profile, len(agents))):
+    for name, lam in zip(agents, parse_profile(wildcards.profile, len(agents))):
+        key = agent_ref(name).key
         entry = config["models"][key]
-        spec = {"name": key, "model": model_path(key, "aligned"), "vectors": f"{RESULTS}/vectors/{key}.safetensors",
+        spec = {"name": name, "model": model_path(key, "aligned"), "vectors": f"{RESULTS}/vectors/{key}.safetensors",
                 "lam": lam, "dtype": entry.get("dtype") or config["dtype"]}
+        if agent_adapter(name):
+            spec["adapter"] = agent_adapter(name)
         if entry.get("revision"):
             spec["revision"] = entry["revision"]
         if entry.get("trust_remote_code"):
@@ -298,12 +359,12 @@ def pairing_inputs(what):
 
 
 def pairing_mem_mb(wildcards, attempt):
-    size = sum(_params_b(k) for k in PAIRINGS[wildcards.pairing])
+    size = sum(_params_b(agent_ref(a).key) for a in PAIRINGS[wildcards.pairing])
     return int((MEM_MB_BASE + MEM_MB_PER_B * size) * attempt)
 
 
 def pairing_runtime(wildcards, attempt):
-    size = sum(_params_b(k) for k in PAIRINGS[wildcards.pairing])
+    size = sum(_params_b(agent_ref(a).key) for a in PAIRINGS[wildcards.pairing])
     return int((RUNTIME_MIN_BASE + RUNTIME_MIN_PER_B * size) * attempt)
 
 

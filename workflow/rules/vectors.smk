@@ -11,7 +11,7 @@ rule extract_pairs:
         f"{RESULTS}/activations/{{model}}/{{variant}}/pairs.safetensors",
     params:
         model=model_options,
-        batch_size=config["extraction"]["batch_size"],
+        batching=batch_args(),
         max_length=config["extraction"]["max_length"],
     log:
         f"{RESULTS}/logs/extract_pairs/{{model}}-{{variant}}.log",
@@ -27,7 +27,7 @@ rule extract_pairs:
     shell:
         "driftlib extract {params.model} --name {wildcards.model} --variant {wildcards.variant} "
         "--texts {input.pairs} --text-column chosen rejected --all-layers --pooling last "
-        "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
+        "{params.batching} --max-length {params.max_length} --out {output} > {log} 2>&1"
 
 
 rule compute_vectors:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from driftlib.cli.common import aqi_options, command, layer, load_arguments, source
+from driftlib.cli.common import aqi_options, batch_options, command, layer, load_arguments, pooling_options, source
 
 log = logging.getLogger("driftlib")
 
@@ -15,7 +15,8 @@ def extract(a: argparse.Namespace) -> None:
 
     extract(source=source(a), name=a.name, variant=a.variant, texts=a.texts, text_column=a.text_column,
             layers=a.layers, all_layers=a.all_layers, pooling=a.pooling, skip_first=a.skip_first,
-            batch_size=a.batch_size, max_length=a.max_length, out=a.out)
+            batch_size=a.batch_size, max_length=a.max_length, out=a.out, render=a.render,
+            tokens_per_batch=a.tokens_per_batch, packing=a.packing, compile=a.compile)
 
 
 def score(a: argparse.Namespace) -> None:
@@ -31,7 +32,7 @@ def score(a: argparse.Namespace) -> None:
 def answer(a: argparse.Namespace) -> None:
     from driftlib.phases.baseline.run import answer
 
-    answer(source=source(a), template=a.template, name=a.name, variant=a.variant, prompts=a.prompts,
+    answer(source=source(a), name=a.name, variant=a.variant, prompts=a.prompts,
            max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, max_length=a.max_length, out=a.out)
 
 
@@ -47,7 +48,6 @@ def _answer_parser(sub) -> None:
     load_arguments(p)
     p.add_argument("--name", required=True)
     p.add_argument("--variant", default="aligned", choices=["base", "aligned"])
-    p.add_argument("--template", default=None, help="model folder or hub id whose chat template renders the prompts")
     p.add_argument("--prompts", required=True)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=16)
@@ -66,9 +66,8 @@ def register(sub) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--layers", type=layer, nargs="+", help="block indices or relative depths")
     which.add_argument("--all-layers", action="store_true", help="every decoder block")
-    p.add_argument("--pooling", choices=["mean", "last"], default="mean")
-    p.add_argument("--no-skip-first", dest="skip_first", action="store_false")
-    p.add_argument("--batch-size", type=int, default=16)
+    pooling_options(p)
+    batch_options(p)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--out", required=True)
 
@@ -80,7 +79,6 @@ def register(sub) -> None:
     aqi_options(p)
     p.add_argument("--paper", action="store_true", help="also compute the earlier public normalisation")
     p.add_argument("--gamma", type=float, default=0.5)
-    p.add_argument("--probe-folds", type=int, default=0, help="linear-probe AUC beside the AQI (0: none)")
     p.add_argument("--probe-permutations", type=int, default=20, help="label shuffles of the probe's null")
     p.add_argument("--out", required=True)
 

@@ -53,6 +53,8 @@ def load_arguments(p: argparse.ArgumentParser, what: str = "hub id or local dire
     p.add_argument("--dtype", default="auto")
     p.add_argument("--device", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--template", default=None,
+                   help="model folder or hub id whose chat template renders prompts (the aligned variant's)")
 
 
 def aqi_options(p: argparse.ArgumentParser) -> None:
@@ -63,6 +65,7 @@ def aqi_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--permutations", type=int, default=200)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--probe-folds", type=int, default=0, help="linear-probe AUC beside the AQI (0: none)")
 
 
 def steering_options(p: argparse.ArgumentParser, *, inject_default: list | None = None) -> None:
@@ -80,9 +83,25 @@ def read_options(p: argparse.ArgumentParser) -> None:
     """How steered hidden states are read (config ``extraction`` and ``steering.measure_layers``)."""
     p.add_argument("--texts", required=True)
     p.add_argument("--measure", type=layer, nargs="+", required=True)
+    pooling_options(p)
+    p.add_argument("--max-length", type=int, default=256)
+
+
+def batch_options(p: argparse.ArgumentParser) -> None:
+    """How texts are batched (config ``extraction``): rows per batch, or a token budget, and packing."""
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--tokens-per-batch", type=int, default=None,
+                   help="batch by this many (padded) tokens instead of --batch-size rows")
+    p.add_argument("--packing", action="store_true", help="several texts per row where the model keeps them apart")
+    p.add_argument("--compile", action="store_true", help="run the decoder blocks through torch.compile (GPU)")
+
+
+def pooling_options(p: argparse.ArgumentParser) -> None:
+    """How prompts are read (config ``extraction``): the rendering and the pooling."""
+    p.add_argument("--render", choices=["raw", "chat"], default="raw",
+                   help="raw text, or one user turn through the chat template (docs/aqi.md)")
     p.add_argument("--pooling", choices=["mean", "last"], default="mean")
     p.add_argument("--no-skip-first", dest="skip_first", action="store_false")
-    p.add_argument("--max-length", type=int, default=256)
 
 
 def cost_options(p: argparse.ArgumentParser) -> None:
@@ -107,7 +126,7 @@ def source(a: argparse.Namespace):
     from driftlib.model.source import ModelSource
 
     return ModelSource(a.model, revision=a.revision, dtype=a.dtype, device=a.device,
-                       trust_remote_code=a.trust_remote_code)
+                       trust_remote_code=a.trust_remote_code, template=a.template)
 
 
 def steering(a: argparse.Namespace):
@@ -123,7 +142,8 @@ def read(a: argparse.Namespace):
     """The :class:`~driftlib.steer.runs.ReadOut` of :func:`read_options`."""
     from driftlib.steer.runs import ReadOut
 
-    return ReadOut(measure=tuple(a.measure), pooling=a.pooling, skip_first=a.skip_first, max_length=a.max_length)
+    return ReadOut(measure=tuple(a.measure), pooling=a.pooling, skip_first=a.skip_first, max_length=a.max_length,
+                   render=a.render)
 
 
 def cost(a: argparse.Namespace):

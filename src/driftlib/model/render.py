@@ -24,9 +24,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from driftlib.core.errors import DataError, ModelError
+from driftlib.core.errors import ConfigError, DataError, ModelError
 
-__all__ = ["PLAIN_TEMPLATE", "has_chat_template", "render_prompt", "render_prompts"]
+__all__ = ["PLAIN_TEMPLATE", "RENDERINGS", "adds_bos", "format_prompts", "has_chat_template", "render_prompt", "render_prompts"]
+
+#: How evaluation prompts are read (config ``extraction.render``): ``raw`` text as written, or
+#: ``chat``, one user turn plus the generation prompt (:func:`render_prompt`).
+RENDERINGS: tuple[str, ...] = ("raw", "chat")
 
 #: The template for tokenizers without a chat template: ``PLAIN_TEMPLATE.format(text=text)``, one user
 #: turn and an open assistant turn (the generation prompt is ``"\nAssistant:"``), in the style of
@@ -81,3 +85,43 @@ def render_prompts(tokenizer: Any, texts: Sequence[str], *, template_tokenizer: 
     if isinstance(texts, str):
         raise DataError("render_prompts takes a list of prompts, not one string")
     return [render_prompt(tokenizer, t, template_tokenizer=template_tokenizer) for t in texts]
+
+
+def adds_bos(tokenizer: Any) -> str | None:
+    """The BOS token string ``tokenizer`` puts in front of every encoding by itself, else None."""
+    bos, bos_id = getattr(tokenizer, "bos_token", None), getattr(tokenizer, "bos_token_id", None)
+    if not bos or bos_id is None:
+        return None
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return bos if ids and ids[0] == bos_id else None
+
+
+def format_prompts(tokenizer: Any, texts: Sequence[str], render: str = "chat", *,
+                   template_tokenizer: Any = None) -> list[str]:
+    """The strings a model reads for ``texts`` under a read-out ``render`` (:data:`RENDERINGS`).
+
+    Args:
+        tokenizer: The tokenizer of the model that will read the strings (it tokenises them with
+            its special tokens, as :func:`driftlib.model.forward.extract_hidden_states` does).
+        texts: ``n`` prompt texts.
+        render: ``raw`` (the texts unchanged) or ``chat`` (:func:`render_prompts` through
+            ``template_tokenizer``'s chat template, default ``tokenizer``'s).
+        template_tokenizer: The tokenizer whose template renders the prompts (the model key's aligned
+            variant's, so base and aligned read the same string).
+
+    Returns:
+        ``n`` strings. A rendering that begins with the BOS token string loses it when ``tokenizer``
+        adds its BOS itself, so the tokenised prompt has one BOS, not two.
+
+    Raises:
+        ConfigError: an unknown ``render``.
+    """
+    if render not in RENDERINGS:
+        raise ConfigError(f"extraction.render: {render!r}; use one of {', '.join(RENDERINGS)}")
+    if isinstance(texts, str):
+        raise DataError("format_prompts takes a list of prompts, not one string")
+    if render == "raw":
+        return list(texts)
+    rendered = render_prompts(tokenizer, texts, template_tokenizer=template_tokenizer)
+    bos = adds_bos(tokenizer)
+    return [r[len(bos):] if bos and r.startswith(bos) else r for r in rendered]

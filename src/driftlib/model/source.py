@@ -22,6 +22,9 @@ class ModelSource:
         dtype: ``auto``, ``float32``, ``bfloat16``, ``float16``.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
         trust_remote_code: allow the repository's own model code.
+        template: a hub id or local folder whose tokenizer's chat template renders prompts for this
+            model (the model key's aligned variant, so that base and aligned read the same string);
+            None: the model's own tokenizer.
     """
 
     path: str
@@ -29,6 +32,7 @@ class ModelSource:
     dtype: str = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
+    template: str | None = None
 
     def load(self) -> tuple[Any, Any]:
         """``(model, tokenizer)`` through :func:`driftlib.model.loading.load_model`."""
@@ -36,3 +40,11 @@ class ModelSource:
 
         return load_model(self.path, revision=self.revision, dtype=self.dtype, device=self.device,
                           trust_remote_code=self.trust_remote_code)
+
+    def load_template(self) -> Any:
+        """The tokenizer whose chat template renders prompts (None: use the model's own)."""
+        if not self.template or self.template == self.path:
+            return None
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.template, trust_remote_code=self.trust_remote_code)

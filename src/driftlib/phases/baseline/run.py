@@ -25,47 +25,29 @@ if TYPE_CHECKING:  # annotations only; the functions import what they run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ANSWER_COLUMNS", "answer"]
-
-#: one row per prompt (Parquet): who answered, under which steering, to what, and the verdict
-ANSWER_COLUMNS = ["model", "variant", "operator", "lam", "id", "axiom", "safety_label", "text", "refused"]
+__all__ = ["answer"]
 
 
-def answer(*, source: ModelSource, template: str | None, name: str, variant: str, prompts: str | Path,
+def answer(*, source: ModelSource, name: str, variant: str, prompts: str | Path,
            max_new_tokens: int, batch_size: int, max_length: int, out: str | Path) -> None:
     """Greedy answers of ``source`` to every prompt of ``prompts``, with the refusal verdicts.
 
     Args:
-        source: the model variant.
-        template: a folder or hub id whose tokenizer's chat template renders the prompts (the
-            aligned variant's); None: the variant's own.
+        source: the model variant; ``source.template`` names the folder or hub id whose tokenizer's
+            chat template renders the prompts (the aligned variant's; None: the variant's own).
         name, variant: the model key and variant (recorded).
         prompts: the evaluation prompts (``prepare-prompts``).
         max_new_tokens, batch_size, max_length: generation settings.
-        out: the answers table (:data:`ANSWER_COLUMNS`).
+        out: the answers table (:data:`driftlib.steer.runs.ANSWER_COLUMNS`).
     """
-    from driftlib.model.render import render_prompts
-    from driftlib.stats.behaviour import StringMatchClassifier
-    from driftlib.steer.capability import greedy_continuations
+    from driftlib.steer.runs import answer_rows
 
     table, meta = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     model, tokenizer = source.load()
-    template_tokenizer = None
-    if template:
-        from transformers import AutoTokenizer
-
-        template_tokenizer = AutoTokenizer.from_pretrained(template)
-    texts = render_prompts(tokenizer, table["text"].tolist(), template_tokenizer=template_tokenizer)
-    ids = greedy_continuations(model, tokenizer, texts, None, 0.0, max_new_tokens=max_new_tokens,
-                               batch_size=batch_size, max_length=max_length)
-    answers = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
-    refused = StringMatchClassifier()(answers)
-    df = pd.DataFrame({"model": name, "variant": variant, "operator": "none", "lam": 0.0,
-                       "id": table["id"].astype(str), "axiom": table["axiom"],
-                       "safety_label": table["safety_label"], "text": answers, "refused": refused},
-                      columns=ANSWER_COLUMNS)
+    df = answer_rows(model, tokenizer, table, None, [0.0], name=name, variant=variant, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, max_length=max_length, template=source.load_template())
     write_table(df, out, metadata={"model": name, "variant": variant, "model_source": source.path,
-                                   "template": template or "", "max_new_tokens": max_new_tokens,
+                                   "template": source.template or "", "max_new_tokens": max_new_tokens,
                                    "classifier": "string_match", "dataset_fingerprint": meta.get("dataset_fingerprint", "")})
     unsafe = df["safety_label"] == "unsafe"
     log.info("%s/%s: refused %.2f of unsafe and %.2f of safe prompts", name, variant,
