@@ -53,7 +53,7 @@ def test_the_entry_module_counts_only_what_the_entry_function_reaches(pkg: Path)
     the cost rule only."""
     run = pkg / "phases" / "same_arch" / "run.py"
     text = run.read_text()
-    marker = "    model, tokenizer, named, kind = own_and_random(source, vectors, kind, steering, seed)\n    rows ="
+    marker = "    model, tokenizer, named, kind, _ = own_and_random(source, vectors, kind, steering, seed)\n    rows ="
     assert marker in text
     run.write_text(text.replace(marker, "    from driftlib.stats import equilibria  # noqa: F401\n" + marker))
     assert "stats/equilibria.py" in names(command_sources("cost", pkg), pkg)

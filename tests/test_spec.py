@@ -118,3 +118,59 @@ def test_preserve_norm_reaches_the_agents(steerable: dict[str, Path], tmp_path: 
     assert plain != kept
     again = _solo(steerable, tmp_path / "again.parquet", "--preserve-norm")
     assert kept == again
+
+
+def test_sweep_answers_are_the_steered_greedy_answers(steerable: dict[str, Path], tmp_path: Path) -> None:
+    """`driftlib sweep --answers-out`: per lambda, the greedy answers under the own vector's spec,
+    rendered through the chat template; lambda 0 is the unsteered model and a large lambda changes them."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from driftlib.model.render import render_prompts
+    from driftlib.stats.behaviour import is_refusal
+    from driftlib.steer.capability import greedy_continuations
+    from driftlib.steer.vectors import load_steering_vectors
+
+    prompts = tmp_path / "prompts.parquet"
+    assert main(["-q", "prepare-prompts", "--per-group", "1", "--out", str(prompts)]) == 0
+    answers = tmp_path / "answers.parquet"
+    assert main(["-q", "sweep", "--model", str(steerable["model"]), "--dtype", "float32", "--device", "cpu",
+                 "--name", "llama", "--vectors", str(steerable["vectors"]), "--inject", "1",
+                 "--measure", "-1", "--lambdas", *map(str, LAMBDAS), "--texts", str(prompts),
+                 "--out", str(tmp_path / "sweep.safetensors"), "--answers-out", str(answers),
+                 "--max-new-tokens", "5"]) == 0
+    got = read_table(answers)[0]
+    table = read_table(prompts)[0]
+    assert len(got) == len(LAMBDAS) * len(table) and set(got["operator"]) == {"add"}
+    model = AutoModelForCausalLM.from_pretrained(str(steerable["model"])).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(steerable["model"]))
+    spec = SteeringSpec(layers=(1,)).bind(load_steering_vectors(steerable["vectors"]).vectors, depth=model.config.num_hidden_layers)
+    texts = render_prompts(tokenizer, table["text"].tolist())
+    per_lam = {}
+    for lam in LAMBDAS:
+        ids = greedy_continuations(model, tokenizer, texts, spec, lam, max_new_tokens=5)
+        want = [tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
+        rows = got[got["lam"] == lam]
+        assert rows["id"].tolist() == table["id"].tolist()
+        assert rows["text"].tolist() == want
+        assert rows["refused"].tolist() == [is_refusal(t) for t in want]
+        per_lam[lam] = want
+    assert per_lam[0.0] != per_lam[3.0]
+
+
+def test_for_operators_gives_one_spec_per_operator() -> None:
+    from driftlib.stats.condition import Condition
+
+    cond = Condition(layer=1, direction=np.ones(4, np.float32) / 2, threshold=0.0, pooling="last",
+                     calibration_accuracy=0.9, n_calibration=10)
+    spec = SteeringSpec(layers=(1,), preserve_norm=True).bind({1: np.ones(4)}, depth=4)
+    specs = spec.for_operators(["conditional", "add", "ablate", "ablate"], cond)
+    # the main operator (add) once, under None, ungated; the others in order, with every option kept
+    assert list(specs) == [None, "conditional", "ablate"]
+    assert specs[None].operator == "add" and specs[None].condition is None
+    assert specs["conditional"].condition is cond and specs["ablate"].condition is None
+    assert all(s.preserve_norm and s.blocks == [1] for s in specs.values())
+    with pytest.raises(ConfigError, match="needs a condition"):
+        spec.for_operators(["conditional"])
+    # a gated main operator keeps its condition
+    gated = SteeringSpec(layers=(1,), operator="conditional").for_operators([], cond)
+    assert gated[None].condition is cond

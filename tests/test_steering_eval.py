@@ -115,3 +115,54 @@ def test_paired_gains_over_lambda_zero() -> None:
     assert got.loc[1.0, "gain_p"] == pytest.approx(1 / 301)
     assert not bool(got.loc[0.5, "gain_resolvable"])
     assert got.loc[0.5, "gain_ci_low"] <= 0 <= got.loc[0.5, "gain_ci_high"]
+
+
+def test_score_sweep_probe_matches_the_direct_probe(sweep_files):
+    from driftlib.stats.probe import probe_auc
+
+    path, own, y, _ = sweep_files
+    table = score_sweep(path / "sweep.safetensors", path / "prompts.parquet", n_components=None,
+                        n_boot=200, n_perm=0, seed=0, probe_folds=5)
+    rows = table[(table["vector"] == "own") & (table["category"] == "overall")].set_index("lam")
+    for i, lam in enumerate([0.0, 0.5, 1.0]):
+        direct = probe_auc(own[i, :, 0, :], y, n_folds=5, n_boot=200, n_perm=0, seed=0)
+        assert rows.at[lam, "probe_auc"] == pytest.approx(direct.auc)
+        assert rows.at[lam, "probe_se"] == pytest.approx(direct.se)
+    # the planted direction grows with lambda: chance at 0, near-perfect at 1
+    assert rows.at[0.0, "probe_auc"] < 0.75 and rows.at[1.0, "probe_auc"] > 0.95
+    # per-axiom rows carry no probe
+    assert table[table["category"] != "overall"]["probe_auc"].isna().all()
+
+
+def test_gap_rows_against_hand_values():
+    import math
+
+    from driftlib.phases.same_arch.gaps import gap_rows, phase1_gaps, split_se
+    from driftlib.stats.gap import fieller_interval
+
+    phase1 = pd.DataFrame([
+        {"model": "m", "variant": "base", "layer": 3, "category": "overall", "aqi": 1.0, "se": 0.3,
+         "probe_auc": 0.6, "probe_ci_low": 0.5, "probe_ci_high": 0.7},
+        {"model": "m", "variant": "aligned", "layer": 3, "category": "overall", "aqi": 9.0, "se": 0.4,
+         "probe_auc": 0.62, "probe_ci_low": 0.52, "probe_ci_high": 0.72}])
+    behaviour = pd.DataFrame([
+        {"model": "m", "variant": "base", "axiom": "overall", "refusal_unsafe": 0.5, "n_unsafe": 100,
+         "over_refusal_safe": 0.5, "n_safe": 100, "difference": 0.0},
+        {"model": "m", "variant": "aligned", "axiom": "overall", "refusal_unsafe": 0.9, "n_unsafe": 100,
+         "over_refusal_safe": 0.1, "n_safe": 100, "difference": 0.8}])
+    gaps = phase1_gaps(phase1, behaviour, "m", 3, 0.95)
+    assert gaps["aqi"] == pytest.approx((8.0, 0.5))
+    se_split = math.hypot(split_se(0.9, 100, 0.1, 100), split_se(0.5, 100, 0.5, 100))
+    assert gaps["refusal_split"] == pytest.approx((0.8, se_split))
+    own = pd.DataFrame({"lam": [0.0, 1.0], "aqi": [1.0, 5.0], "gain": [np.nan, 4.0], "gain_se": [np.nan, 0.5],
+                        "probe_auc": [0.6, 0.61], "probe_se": [0.05, 0.05],
+                        "refusal_split": [0.0, 0.2], "split_se": [0.07, 0.07]})
+    rows = {r["measure"]: r for r in gap_rows(own, gaps, model="m", operator="add", has_base=True, confidence=0.95)}
+    assert rows["aqi"]["defined"] and rows["aqi"]["share"] == pytest.approx(0.5)
+    assert (rows["aqi"]["share_ci_low"], rows["aqi"]["share_ci_high"]) == pytest.approx(
+        fieller_interval(4.0, 0.5, 8.0, 0.5))
+    # the probe AUCs of aligned and base do not differ beyond their MDE: undefined, with the reason
+    assert not rows["probe_auc"]["defined"] and "minimum detectable effect" in rows["probe_auc"]["note"]
+    assert rows["refusal_split"]["share"] == pytest.approx(0.25)
+    nobase = gap_rows(own, gaps, model="m", operator="add", has_base=False, confidence=0.95)
+    assert all(not r["defined"] and "no base variant" in r["note"] for r in nobase)

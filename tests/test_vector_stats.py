@@ -53,3 +53,32 @@ def test_steering_kind_selection():
     assert steering_kind("mean_diff", "both", False) == "contrastive"
     with pytest.raises(ConfigError):
         steering_kind("median", "both", True)
+
+
+def test_stability_travels_with_the_vectors_file(tmp_path):
+    """`driftlib vectors` stores each kind's per-layer split-half stability in the file; the loaded
+    VectorSet gives it back per layer and the lowest over the injection blocks."""
+    from driftlib.core.artifacts import read_table, save_tensors
+    from driftlib.phases.vectors.run import compute
+    from driftlib.steer.vectors import load_steering_vectors
+
+    rng = np.random.default_rng(0)
+    n, L, d = 40, 3, 8
+    shift = np.zeros((L, d))
+    shift[0, 0], shift[2, 0] = 3.0, 0.2    # strong at layer 0, weak at layer 2, none at layer 1
+    chosen, rejected = rng.standard_normal((n, L, d)), rng.standard_normal((n, L, d))
+    base_c, base_r = rng.standard_normal((n, L, d)), rng.standard_normal((n, L, d))
+    meta = {"layer_spec": "all", "pooling": "last", "model_source": "x", "dataset_fingerprint": "f"}
+    save_tensors(tmp_path / "a.safetensors", {"chosen": (chosen + base_c * 0 + shift).astype(np.float32),
+                                              "rejected": (rejected + shift).astype(np.float32)}, metadata=meta)
+    save_tensors(tmp_path / "b.safetensors", {"chosen": base_c.astype(np.float32),
+                                              "rejected": base_r.astype(np.float32)}, metadata=meta)
+    compute(aligned=tmp_path / "a.safetensors", base=tmp_path / "b.safetensors", name="m", method="mean_diff",
+            texts="both", splits=20, seed=0, out=tmp_path / "v.safetensors", stats=tmp_path / "s.parquet")
+    table = read_table(tmp_path / "s.parquet")[0]
+    found = load_steering_vectors(tmp_path / "v.safetensors")
+    want = table[table["kind"] == found.kind].set_index("layer")["stability"]
+    assert found.stability == pytest.approx({layer: want[layer] for layer in range(L)}, abs=1e-6)
+    assert found.stability[0] > 0.9 and found.stability[1] < 0.5
+    assert found.stability_at([0, 1]) == pytest.approx(min(want[0], want[1]), abs=1e-6)
+    assert np.isnan(found.stability_at([7]))

@@ -9,14 +9,15 @@ rule sweep_same_arch:
         model=steered_model_inputs,
         code=code("sweep"),
     output:
-        f"{RESULTS}/steering/{{model}}/sweep.safetensors",
+        sweep=f"{RESULTS}/steering/{{model}}/sweep.safetensors",
+        answers=f"{RESULTS}/steering/{{model}}/answers.parquet" if BEHAVIOUR else [],
     params:
         steering=steering_args(),
         model=steered_model_options,
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
-        pooling=config["extraction"]["pooling"],
-        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        read=read_args(),
+        answers=answers_args,
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
         seed=config["seed"],
@@ -34,8 +35,8 @@ rule sweep_same_arch:
     shell:
         "driftlib sweep {params.model} --name {wildcards.model} --vectors {input.vectors} "
         "{params.steering} --measure {params.measure} --lambdas {params.lambdas} "
-        "--texts {input.prompts} --pooling {params.pooling} {params.skip_first} --batch-size {params.batch_size} "
-        "--max-length {params.max_length} --seed {params.seed} --out {output} > {log} 2>&1"
+        "--texts {input.prompts} {params.read} --batch-size {params.batch_size} "
+        "--max-length {params.max_length} --seed {params.seed} --out {output.sweep} {params.answers} > {log} 2>&1"
 
 
 rule score_sweep:
@@ -46,12 +47,7 @@ rule score_sweep:
     output:
         f"{RESULTS}/steering/{{model}}/sweep_aqi.parquet",
     params:
-        method=config["aqi"]["method"],
-        pca=config["aqi"]["pca_components"],
-        bootstrap=config["aqi"]["bootstrap"],
-        permutations=config["aqi"]["permutations"],
-        confidence=config["aqi"]["confidence"],
-        seed=config["seed"],
+        aqi=aqi_options(),
     log:
         f"{RESULTS}/logs/score_sweep/{{model}}.log",
     benchmark:
@@ -59,9 +55,7 @@ rule score_sweep:
     conda:
         ENV
     shell:
-        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} --method {params.method} "
-        "--pca-components {params.pca} --bootstrap {params.bootstrap} --permutations {params.permutations} "
-        "--confidence {params.confidence} --seed {params.seed} --out {output} > {log} 2>&1"
+        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} {params.aqi} --out {output} > {log} 2>&1"
 
 
 rule capability_cost:
@@ -105,6 +99,8 @@ rule steering_summary:
         sweeps=[f"{RESULTS}/steering/{m}/sweep_aqi.parquet" for m in MODEL_KEYS],
         costs=[f"{RESULTS}/steering/{m}/cost.parquet" for m in MODEL_KEYS],
         baseline=f"{RESULTS}/baseline/aqi_summary.parquet",
+        answers=[f"{RESULTS}/steering/{m}/answers.parquet" for m in MODEL_KEYS] if BEHAVIOUR else [],
+        behaviour=f"{RESULTS}/baseline/behaviour.parquet" if BEHAVIOUR else [],
         code=code("summarize-steering"),
     output:
         table=f"{RESULTS}/steering/steering_summary.parquet",
@@ -114,6 +110,17 @@ rule steering_summary:
             category="Phase 3: same-architecture steering",
         ),
         best=f"{RESULTS}/steering/best_lambda.json",
+        gaps=f"{RESULTS}/steering/gap_closed.parquet",
+        gaps_csv=report(
+            f"{RESULTS}/steering/gap_closed.csv",
+            caption="../report/gap_closed.rst",
+            category="Phase 3: same-architecture steering",
+        ),
+        behaviour_plot=report(
+            f"{RESULTS}/steering/behaviour.png",
+            caption="../report/steering_behaviour.rst",
+            category="Phase 3: same-architecture steering",
+        ) if BEHAVIOUR else [],
         curves=report(
             expand(f"{RESULTS}/steering/{{model}}_curve.png", model=MODEL_KEYS),
             caption="../report/steering_curve.rst",
@@ -130,6 +137,8 @@ rule steering_summary:
         max_repetition_increase=STEER["cost"]["max_repetition_increase"],
         confidence=config["aqi"]["confidence"],
         seed=config["seed"],
+        behaviour=lambda wildcards, input: f"--behaviour {input.behaviour}" if BEHAVIOUR else "",
+        stability_floor=config["vectors"]["stability_floor"],
     log:
         f"{RESULTS}/logs/steering_summary.log",
     benchmark:
@@ -139,6 +148,7 @@ rule steering_summary:
         ENV
     shell:
         "driftlib summarize-steering --sweeps {input.sweeps} --costs {input.costs} --baseline-summary {input.baseline} "
+        "--answers {input.answers} {params.behaviour} --stability-floor {params.stability_floor} "
         "--max-kl {params.max_kl} --max-repetition-increase {params.max_repetition_increase} --confidence {params.confidence} "
         "--seed {params.seed} --out-dir {params.out_dir} > {log} 2>&1"
 
@@ -165,6 +175,7 @@ rule fit_condition:
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
         confidence=config["aqi"]["confidence"],
+        render=config["extraction"]["render"],
     log:
         f"{RESULTS}/logs/fit_condition/{{model}}.log",
     benchmark:
@@ -179,7 +190,8 @@ rule fit_condition:
     shell:
         "driftlib fit-condition {params.model} --name {wildcards.model} {params.steering} {params.layer} "
         "--calibration {input.calibration} --prompts {input.prompts} --batch-size {params.batch_size} "
-        "--max-length {params.max_length} --confidence {params.confidence} --out {output} > {log} 2>&1"
+        "--max-length {params.max_length} --confidence {params.confidence} --render {params.render} "
+        "--out {output} > {log} 2>&1"
 
 
 rule sweep_operator:
@@ -190,14 +202,15 @@ rule sweep_operator:
         model=steered_model_inputs,
         code=code("sweep"),
     output:
-        f"{RESULTS}/steering/{{model}}/operators/{{operator}}/sweep.safetensors",
+        sweep=f"{RESULTS}/steering/{{model}}/operators/{{operator}}/sweep.safetensors",
+        answers=f"{RESULTS}/steering/{{model}}/operators/{{operator}}/answers.parquet" if BEHAVIOUR else [],
     params:
         steering=operator_steering_args,
         model=steered_model_options,
         measure=layer_args(STEER["measure_layers"]),
         lambdas=layer_args(STEER["lambdas"]),
-        pooling=config["extraction"]["pooling"],
-        skip_first="" if config["extraction"]["skip_first"] else "--no-skip-first",
+        read=read_args(),
+        answers=answers_args,
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
         seed=config["seed"],
@@ -215,8 +228,8 @@ rule sweep_operator:
     shell:
         "driftlib sweep {params.model} --name {wildcards.model} --vectors {input.vectors} "
         "{params.steering} --measure {params.measure} --lambdas {params.lambdas} "
-        "--texts {input.prompts} --pooling {params.pooling} {params.skip_first} --batch-size {params.batch_size} "
-        "--max-length {params.max_length} --seed {params.seed} --out {output} > {log} 2>&1"
+        "--texts {input.prompts} {params.read} --batch-size {params.batch_size} "
+        "--max-length {params.max_length} --seed {params.seed} --out {output.sweep} {params.answers} > {log} 2>&1"
 
 
 rule cost_operator:

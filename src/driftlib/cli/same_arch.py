@@ -34,14 +34,16 @@ def sweep(a: argparse.Namespace) -> None:
     from driftlib.phases.same_arch.run import sweep
 
     sweep(source=source(a), name=a.name, vectors=a.vectors, kind=a.kind, steering=steering(a), lambdas=a.lambdas,
-          texts=a.texts, read=read(a), batch_size=a.batch_size, seed=a.seed, out=a.out)
+          texts=a.texts, read=read(a), batch_size=a.batch_size, seed=a.seed, out=a.out, answers_out=a.answers_out,
+          max_new_tokens=a.max_new_tokens)
 
 
 def score_sweep(a: argparse.Namespace) -> None:
     from driftlib.phases.same_arch.evaluate import score_sweep
 
     score_sweep(a.sweep, a.prompts, method=a.method, n_components=a.pca_components, n_boot=a.bootstrap,
-                n_perm=a.permutations, confidence=a.confidence, seed=a.seed, out=a.out, producer=a.producer)
+                n_perm=a.permutations, confidence=a.confidence, seed=a.seed, out=a.out, producer=a.producer,
+                probe_folds=a.probe_folds)
 
 
 def cost_command(a: argparse.Namespace) -> None:
@@ -55,7 +57,7 @@ def fit_condition(a: argparse.Namespace) -> None:
     from driftlib.phases.same_arch.run import fit_condition
 
     fit_condition(source=source(a), name=a.name, steering=steering(a), calibration=a.calibration, prompts=a.prompts,
-                  layer=a.condition_layer, batch_size=a.batch_size, max_length=a.max_length,
+                  layer=a.condition_layer, render=a.render, batch_size=a.batch_size, max_length=a.max_length,
                   confidence=a.confidence, out=a.out)
 
 
@@ -70,7 +72,8 @@ def summarize_steering(a: argparse.Namespace) -> None:
     from driftlib.phases.same_arch.summary import summarize_steering
 
     summarize_steering(a.sweeps, a.costs, a.baseline_summary, a.out_dir, max_kl=a.max_kl,
-                       max_repetition_increase=a.max_repetition_increase, confidence=a.confidence, seed=a.seed)
+                       max_repetition_increase=a.max_repetition_increase, confidence=a.confidence, seed=a.seed,
+                       answers=a.answers, behaviour=a.behaviour, stability_floor=a.stability_floor)
 
 
 def _operator_parsers(sub) -> None:
@@ -82,6 +85,7 @@ def _operator_parsers(sub) -> None:
     p.add_argument("--calibration", required=True, help="calibration prompts (prepare-prompts --calibration-out)")
     p.add_argument("--prompts", required=True, help="evaluation prompts (the condition's accuracy is measured on them)")
     p.add_argument("--condition-layer", type=layer, default=None, help="default: the first injection layer")
+    p.add_argument("--render", choices=["raw", "chat"], default="raw", help="how the prompts are read (as the sweep)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--confidence", type=float, default=0.95)
@@ -105,6 +109,10 @@ def register(sub) -> None:
         p.add_argument("--kind", default=None, help="vector kind (default: the file's steering_kind)")
         steering_options(p)
         read_options(p) if name == "sweep" else cost_options(p)
+        if name == "sweep":
+            p.add_argument("--answers-out", default=None, help="also the greedy answers under the own vector "
+                           "at every lambda, classified as refusal or not (Parquet)")
+            p.add_argument("--max-new-tokens", type=int, default=24, help="answer length (with --answers-out)")
 
     p = command(sub, "score-sweep", score_sweep, "phases 3-4: AQI per vector and lambda from a sweep file")
     p.add_argument("--sweep", required=True)
@@ -119,6 +127,9 @@ def register(sub) -> None:
     p.add_argument("--sweeps", nargs="+", required=True)
     p.add_argument("--costs", nargs="+", required=True)
     p.add_argument("--baseline-summary", required=True)
+    p.add_argument("--answers", nargs="*", default=[], help="steered answer tables (sweep --answers-out)")
+    p.add_argument("--behaviour", default=None, help="phase 1's behaviour table (the aligned and base references)")
+    p.add_argument("--stability-floor", type=float, default=0.5, help="mark vectors less stable than this")
     bound_options(p)
     p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)

@@ -107,6 +107,33 @@ class SteeringSpec:
         """The same spec gated by ``condition``."""
         return replace(self, condition=condition)
 
+    def for_operators(self, compare: Any, condition: Condition | None = None) -> dict[str | None, SteeringSpec]:
+        """The spec of each operator a sweep steers under, side by side.
+
+        Args:
+            compare: operator names (``steering.compare``); the main operator and repeats are skipped.
+            condition: the condition a gated operator (``conditional``) is gated by.
+
+        Returns:
+            ``{None: this spec (gated by ``condition`` if its operator is gated), op: the same spec
+            under each other operator of ``compare``, in order}``.
+
+        Raises:
+            ConfigError: a gated operator is asked for without a condition.
+        """
+        specs: dict[str | None, SteeringSpec] = {None: replace(self, condition=condition if self.gated else None)}
+        for op in dict.fromkeys(compare):
+            if op == self.operator:
+                continue
+            spec = replace(self, operator=op, condition=None)
+            if spec.gated:
+                if condition is None:
+                    raise ConfigError(f"steering.compare: the {op!r} operator needs a condition (a fit-condition "
+                                      "file: give --condition)")
+                spec = spec.with_condition(condition)
+            specs[op] = spec
+        return specs
+
     def with_lam(self, lam: float) -> SteeringSpec:
         """The same spec at strength ``lam``."""
         return replace(self, lam=lam)

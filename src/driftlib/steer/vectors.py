@@ -402,6 +402,22 @@ class VectorSet:
     def layers(self) -> list[int]:
         return sorted(self.vectors)
 
+    @property
+    def stability(self) -> dict[int, float]:
+        """``{layer: split-half stability}`` of this kind (phase 2's figure; empty for a file without it)."""
+        per_kind = self.metadata.get("stability") or {}
+        values = per_kind.get(self.kind) if isinstance(per_kind, dict) else None
+        layers = self.metadata.get("layers") or []
+        if not values or len(values) != len(layers):
+            return {}
+        return {int(layer): float(v) for layer, v in zip(layers, values)}
+
+    def stability_at(self, blocks: Sequence[int]) -> float:
+        """The lowest stability over ``blocks`` (the injection blocks); NaN where it is not known."""
+        known = self.stability
+        values = [known[b] for b in blocks if b in known]
+        return float(min(values)) if values and len(values) == len(blocks) else float("nan")
+
 
 def load_steering_vectors(
     path: str | os.PathLike, kind: str | None = None, *, producer: str | None = "compute_vectors"

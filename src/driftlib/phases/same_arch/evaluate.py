@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from driftlib.core.artifacts import (
     decode_metadata_value,
@@ -29,12 +28,14 @@ VECTORS = ("own", "random")
 def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standardize",
                 n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
                 confidence: float = 0.95, seed: int = 0, out: str | Path | None = None,
-                producer: str = "sweep_same_arch") -> pd.DataFrame:
+                producer: str = "sweep_same_arch", probe_folds: int = 0) -> pd.DataFrame:
     """AQI per (vector, lambda, layer, category) from a sweep file.
 
     The sweep file (``driftlib sweep`` or ``driftlib transfer-sweep``) holds one tensor
     ``[n_lambdas, n, n_layers, d]`` per vector: the names listed in its ``vectors`` metadata
-    (phase 3's files, which have none, hold ``own`` and ``random``).
+    (phase 3's files, which have none, hold ``own`` and ``random``). With ``probe_folds``, the
+    overall rows of the primary layer also carry the cross-validated linear-probe AUC
+    (:func:`sweep_probe`).
     """
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.stats.aqi import score_categories
@@ -62,23 +63,35 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                 table.insert(0, "vector", vector)
                 frames.append(table)
     result = pd.concat(frames, ignore_index=True)
+    if probe_folds:
+        probes = pd.concat([sweep_probe(arrays[v][:, :, 0, :], y, lambdas, layers[0], vector=v, n_folds=probe_folds,
+                                        n_boot=n_boot, confidence=confidence, seed=seed) for v in vectors],
+                           ignore_index=True)
+        result = result.merge(probes, on=["vector", "lam", "layer", "category"], how="left")
     if "own" in vectors and 0.0 in lambdas:
         result = result.merge(paired_gains(arrays["own"], y, lambdas, layers[0], method=method,
                                            n_components=n_components, n_boot=n_boot, confidence=confidence, seed=seed),
                               on=["vector", "lam", "layer", "category"], how="left")
+    stability = meta.get("stability") or {}
+    # the steering vector's split-half stability at its injection blocks (phase 2), NaN for controls
+    result["vector_stability"] = result["vector"].map(lambda v: float(stability.get(v, float("nan"))))
     result.insert(0, "primary", result["layer"] == layers[0])
-    result.insert(0, "operator", meta.get("operator", "add"))
+    # a sweep of several operators (phases 4 and 4.5) names each vector's operator in its metadata
+    operators = meta.get("operators") or {}
+    result.insert(0, "operator", result["vector"].map(lambda v: operators.get(v, meta.get("operator", "add"))))
     result.insert(0, "model", meta.get("model", ""))
     if out is not None:
         write_table(result, out, metadata={"method": method, "n_components": n_components, "n_boot": n_boot,
                                            "n_perm": n_perm, "confidence": confidence, "seed": seed,
                                            "kind": meta.get("kind", ""), "inject_layers": meta.get("inject_layers", []),
-                                           "steps": meta.get("steps", ""), "operator": meta.get("operator", "add")})
+                                           "steps": meta.get("steps", ""), "operator": meta.get("operator", "add"),
+                                           "probe_folds": probe_folds})
     return result
 
 
 #: the paired comparison of each lambda with lambda 0 (phase 3's own vector, primary layer, overall)
-GAIN_COLUMNS = ["gain", "gain_ci_low", "gain_ci_high", "gain_p", "gain_p_floor", "gain_mde", "gain_resolvable"]
+GAIN_COLUMNS = ["gain", "gain_ci_low", "gain_ci_high", "gain_se", "gain_p", "gain_p_floor", "gain_mde",
+                "gain_resolvable"]
 
 
 def paired_gains(h: np.ndarray, y: np.ndarray, lambdas: list[float], layer: int, *, method: str,
@@ -102,10 +115,39 @@ def paired_gains(h: np.ndarray, y: np.ndarray, lambdas: list[float], layer: int,
         r = paired_difference(None, h[i, :, 0, :], h[zero, :, 0, :], y, n_boot=n_boot, confidence=confidence,
                               seed=seed, method=method, n_components=n_components)
         rows.append({"vector": "own", "lam": float(lam), "layer": int(layer), "category": "overall",
-                     "gain": r.difference, "gain_ci_low": r.ci_low, "gain_ci_high": r.ci_high, "gain_p": r.p_value,
+                     "gain": r.difference, "gain_ci_low": r.ci_low, "gain_ci_high": r.ci_high, "gain_se": r.se,
+                     "gain_p": r.p_value,
                      "gain_p_floor": r.p_floor, "gain_mde": r.mde,
                      "gain_resolvable": bool(r.defined and abs(r.difference) >= r.mde)})
     return pd.DataFrame(rows, columns=["vector", "lam", "layer", "category", *GAIN_COLUMNS])
+
+
+#: the linear-probe columns of a sweep's overall rows at the primary layer
+SWEEP_PROBE_COLUMNS = ["probe_auc", "probe_ci_low", "probe_ci_high", "probe_se"]
+
+
+def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: int, *, vector: str, n_folds: int,
+                n_boot: int, confidence: float, seed: int) -> pd.DataFrame:
+    """Cross-validated linear-probe AUC (:func:`driftlib.stats.probe.probe_auc`) of one vector's states at
+    every lambda, with its bootstrap interval and standard error.
+
+    The probe's label-shuffle null is not refitted here (it costs ``n_perm * n_folds`` fits per lambda):
+    whether the information is there at all is phase 1's question; along a sweep, what changes with
+    lambda is read from the intervals.
+
+    Args:
+        h: ``[n_lambdas, n, d]`` the vector's states at the primary layer.
+        y: ``[n]`` labels, 1 = safe.
+        lambdas: the sweep's lambdas; layer: the primary layer (recorded); vector: its name.
+    """
+    from driftlib.stats.probe import probe_auc
+
+    rows = []
+    for i, lam in enumerate(lambdas):
+        r = probe_auc(h[i], y, n_folds=n_folds, n_boot=n_boot, n_perm=0, confidence=confidence, seed=seed)
+        rows.append({"vector": vector, "lam": float(lam), "layer": int(layer), "category": "overall",
+                     "probe_auc": r.auc, "probe_ci_low": r.ci_low, "probe_ci_high": r.ci_high, "probe_se": r.se})
+    return pd.DataFrame(rows, columns=["vector", "lam", "layer", "category", *SWEEP_PROBE_COLUMNS])
 
 
 def spearman_interval(lams: Sequence[float], aqi: Sequence[float], se: Sequence[float], *,
@@ -116,6 +158,8 @@ def spearman_interval(lams: Sequence[float], aqi: Sequence[float], se: Sequence[
     ignore the positive correlation between lambdas (they share the prompts), so the interval is
     conservative (wider than the truth). Returns ``(rho, low, high)``; NaN with fewer than 3 lambdas.
     """
+    from scipy import stats  # here: scoring a sweep need not load scipy.stats
+
     lams, aqi, se = (np.asarray(a, dtype=float) for a in (lams, aqi, se))
     ok = np.isfinite(aqi)
     if ok.sum() < 3:

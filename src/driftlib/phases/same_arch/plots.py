@@ -100,3 +100,33 @@ def operator_curves(curves: pd.DataFrame, table: pd.DataFrame, path: str | Path)
     fig.suptitle("AQI against lambda per steering operator (dashed: random vector of the same norms)", fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def behaviour_along_lambda(steered: pd.DataFrame, phase1: pd.DataFrame | None, path: str | Path) -> None:
+    """Refusal on unsafe prompts and over-refusal on safe prompts against lambda (Wilson intervals),
+    one panel per model, with phase 1's aligned model as reference lines (and its base, dotted).
+
+    ``steered``: :func:`driftlib.phases.same_arch.gaps.behaviour_along_lambda`'s rows;
+    ``phase1``: phase 1's ``behaviour`` table (per model, variant and axiom), or None.
+    """
+    plt = pyplot()
+    models = sorted(steered["model"].unique())
+    fig, axes = plt.subplots(1, len(models), figsize=(3.2 * len(models) + 0.8, 3.4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        sub = steered[steered["model"] == model].sort_values("lam")
+        for col, color, label in (("refusal_unsafe", "#de2d26", "refusal, unsafe"),
+                                  ("over_refusal_safe", "#3182bd", "refusal, safe")):
+            ax.plot(sub["lam"], sub[col], marker="o", color=color, label=label)
+            ax.fill_between(sub["lam"], sub[f"{col}_ci_low"], sub[f"{col}_ci_high"], color=color, alpha=0.15)
+            if phase1 is not None:
+                ref = phase1[(phase1["model"] == model) & (phase1["axiom"] == "overall")].set_index("variant")
+                for variant, ls in (("aligned", "--"), ("base", ":")):
+                    if variant in ref.index:
+                        ax.axhline(float(ref.at[variant, col]), color=color, ls=ls, lw=1)
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("lambda")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0][0].set_ylabel("share of prompts refused")
+    axes[0][0].legend(loc="best", fontsize=7)
+    fig.suptitle("Behaviour under the own vector (dashed: aligned model, dotted: base model, phase 1)", fontsize=9)
+    save_figure(fig, path)

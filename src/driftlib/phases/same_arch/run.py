@@ -23,9 +23,10 @@ __all__ = ["cost", "fit_condition", "own_and_random", "sweep"]
 
 
 def own_and_random(source: ModelSource, vectors: str | Path, kind: str | None, steering: SteeringSpec,
-                   seed: int) -> tuple[Any, Any, dict[str, SteeringSpec], str]:
-    """The model, its tokenizer and the two specs phase 3 steers with: ``own`` (the model's vector
-    at the injection layers) and ``random`` (random directions of the same norms)."""
+                   seed: int) -> tuple[Any, Any, dict[str, SteeringSpec], str, float]:
+    """The model, its tokenizer, the two specs phase 3 steers with: ``own`` (the model's vector
+    at the injection layers) and ``random`` (random directions of the same norms), the vector kind,
+    and the own vector's split-half stability at the injection blocks (the lowest; NaN if unknown)."""
     from driftlib.model.layers import num_layers
     from driftlib.steer.sweep import random_like
     from driftlib.steer.vectors import load_steering_vectors
@@ -33,26 +34,42 @@ def own_and_random(source: ModelSource, vectors: str | Path, kind: str | None, s
     found = load_steering_vectors(vectors, kind)
     model, tokenizer = source.load()
     own = steering.bind(found.vectors, num_layers(model), what=f"{vectors}: {found.kind}")
-    return model, tokenizer, {"own": own, "random": own.with_vectors(random_like(own.vectors, seed))}, found.kind
+    return (model, tokenizer, {"own": own, "random": own.with_vectors(random_like(own.vectors, seed))}, found.kind,
+            found.stability_at(own.blocks))
 
 
 def sweep(*, source: ModelSource, name: str, vectors: str | Path, kind: str | None, steering: SteeringSpec,
           lambdas: Sequence[float], texts: str | Path, read: ReadOut, batch_size: int, seed: int,
-          out: str | Path) -> None:
-    """Hidden states of the prompts steered over ``lambdas``, with the own vector and the random control."""
-    from driftlib.steer.runs import sweep_file
-    model, tokenizer, named, kind = own_and_random(source, vectors, kind, steering, seed)
+          out: str | Path, answers_out: str | Path | None = None, max_new_tokens: int = 24) -> None:
+    """Hidden states of the prompts steered over ``lambdas``, with the own vector and the random control;
+    with ``answers_out``, also the greedy answers under the own vector at every lambda, classified as
+    refusal or not (:func:`driftlib.steer.runs.answer_rows`; the same model load serves both)."""
+    from driftlib.steer.runs import answer_rows, sweep_file
+    model, tokenizer, named, kind, stability = own_and_random(source, vectors, kind, steering, seed)
+    template = source.load_template()
     tensors, _, meta = sweep_file(model, tokenizer, texts, named, lambdas, read, batch_size=batch_size, name=name,
-                                  source=source.path, seed=seed)
-    save_tensors(out, tensors, metadata={**meta, "kind": kind, "inject_layers": named["own"].blocks})
+                                  source=source.path, seed=seed, template=template)
+    save_tensors(out, tensors, metadata={**meta, "kind": kind, "inject_layers": named["own"].blocks,
+                                         "stability": {"own": stability}})
     log.info("wrote sweep %s to %s", tuple(tensors["own"].shape), out)
+    if answers_out is not None:
+        from driftlib.core.artifacts import read_table
+        from driftlib.datasets.prompts import PROMPT_COLUMNS
+
+        prompts, prompts_meta = read_table(texts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
+        df = answer_rows(model, tokenizer, prompts, named["own"], lambdas, name=name, variant="steered",
+                         max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=read.max_length,
+                         template=template)
+        write_table(df, answers_out, metadata={"model": name, "operator": steering.operator, "kind": kind,
+                                               "max_new_tokens": max_new_tokens, "classifier": "string_match",
+                                               "dataset_fingerprint": prompts_meta.get("dataset_fingerprint", "")})
 
 
 def cost(*, source: ModelSource, name: str, vectors: str | Path, kind: str | None, steering: SteeringSpec,
          lambdas: Sequence[float], cost: CostOptions, batch_size: int, seed: int, out: str | Path) -> None:
     """Capability cost (next-token KL, repetition) of the own vector and the random control per lambda."""
     from driftlib.steer.runs import cost_rows
-    model, tokenizer, named, kind = own_and_random(source, vectors, kind, steering, seed)
+    model, tokenizer, named, kind, _ = own_and_random(source, vectors, kind, steering, seed)
     rows = cost_rows(model, tokenizer, named, lambdas, cost, batch_size=batch_size)
     write_table(pd.DataFrame(rows), out, metadata={"model": name, "kind": kind, **cost.metadata(), "seed": seed,
                                                    **steering.metadata()})
@@ -60,34 +77,38 @@ def cost(*, source: ModelSource, name: str, vectors: str | Path, kind: str | Non
 
 def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, calibration: str | Path,
                   prompts: str | Path, layer: int | float | None, batch_size: int, max_length: int,
-                  confidence: float, out: str | Path) -> None:
+                  confidence: float, out: str | Path, render: str = "raw") -> None:
     """The condition of conditional steering for one model: its direction and threshold fitted on
     the calibration prompts' states at the condition layer (last real token), and its accuracy on
-    the evaluation prompts, with a Wilson interval (stored in the file's metadata)."""
+    the evaluation prompts, with a Wilson interval (stored in the file's metadata). Both prompt sets
+    are read as ``render`` says (``raw`` | ``chat``), as the sweeps read them."""
     from driftlib.core.artifacts import read_table
     from driftlib.core.layerspec import resolve_layers
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.model.forward import extract_hidden_states
     from driftlib.model.layers import num_layers
+    from driftlib.model.render import format_prompts
     from driftlib.stats.condition import condition_accuracy, save_condition
     from driftlib.stats.condition import fit_condition as fit
 
     cal, cal_meta = read_table(calibration, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     ev, ev_meta = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     model, tokenizer = source.load()
+    template = source.load_template()
     depth = num_layers(model)
     inject = resolve_layers(list(steering.layers), depth, key="steering.layers")
     block = min(inject) if layer is None else resolve_layers([layer], depth, key="steering.condition.layer")[0]
 
     def states(table):
-        return extract_hidden_states(model, tokenizer, table["text"].tolist(), [block], pooling="last",
+        texts = format_prompts(tokenizer, table["text"].tolist(), render, template_tokenizer=template)
+        return extract_hidden_states(model, tokenizer, texts, [block], pooling="last",
                                      batch_size=batch_size, max_length=max_length,
                                      model_name=f"{name} (condition)")[:, 0, :]
 
     condition = fit(states(cal), (cal["safety_label"] == "unsafe").to_numpy(), layer=block)
     acc = condition_accuracy(condition, states(ev), (ev["safety_label"] == "unsafe").to_numpy(), confidence=confidence)
     save_condition(out, condition, metadata={
-        "model": name, "model_source": source.path, "inject_layers": inject, **acc.record(), "confidence": confidence,
+        "model": name, "model_source": source.path, "inject_layers": inject, "render": render, **acc.record(), "confidence": confidence,
         "calibration_fingerprint": cal_meta.get("dataset_fingerprint", ""),
         "dataset_fingerprint": ev_meta.get("dataset_fingerprint", "")})
     log.info("%s: condition at block %d, calibration balanced accuracy %.3f (n=%d), evaluation accuracy %.3f "

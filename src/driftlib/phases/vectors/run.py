@@ -52,7 +52,10 @@ def compute(*, aligned: str | Path, base: str | Path | None, name: str, method: 
         "model": name, "steering_kind": kind, "n_pairs": int(ac.shape[0]),
         "dataset_fingerprint": meta.get("dataset_fingerprint", ""), "pooling": "last",
         "aligned_source": meta.get("model_source", ""), "model_type": meta.get("model_type", ""),
-        "base_source": base_meta.get("model_source", "") if bc is not None else ""})
+        "base_source": base_meta.get("model_source", "") if bc is not None else "",
+        # split-half stability per kind and layer: it travels with the vectors into every phase that steers
+        "stability": {k: [round(float(x), 6) for x in sub.sort_values("layer")["stability"]]
+                      for k, sub in table.groupby("kind")}})
     table.insert(0, "steering_kind", table["kind"] == kind)
     table.insert(0, "model", name)
     write_table(table, stats, metadata={"model": name, "steering_kind": kind})
