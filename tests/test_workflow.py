@@ -293,12 +293,18 @@ def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None
                     "recovery_summary": 1}
 
 
-def test_comparing_operators_adds_only_phase_3_jobs(finished: Path) -> None:
-    """steering.compare: the compared operators' sweeps, costs and scores per model, a condition per
-    model for the conditional one, and the comparison; nothing of phases 4-6 re-runs."""
+def test_comparing_operators_adds_their_phase_3_jobs_and_reruns_the_sweeps_of_phases_4_and_4_5(
+        finished: Path) -> None:
+    """steering.compare: the compared operators' sweeps, costs and scores per model and a condition per
+    model for the conditional one (phase 3); the transfer and recovery sweeps run the compared operators as
+    more specs of the same pass, so each target's and each dealigned model's sweep runs again with what
+    reads it; nothing of phases 5-6 re-runs."""
     jobs = planned_after(finished, lambda c: c["steering"].update(compare=["conditional", "ablate"]))
     assert jobs == {"fit_condition": 2, "sweep_operator": 4, "cost_operator": 4, "score_operator": 4,
-                    "operator_summary": 1, "all": 1}
+                    "operator_summary": 1,
+                    "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1,
+                    "recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1,
+                    "all": 1}
 
 
 #: every rule that steers (sweeps, cost, agents), with everything downstream of them; and phase 1's

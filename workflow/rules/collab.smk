@@ -14,34 +14,14 @@ AGENT_NAMES = sorted({a for agents in PAIRINGS.values() for a in agents})
 AGENT_RE = "|".join(re.escape(a) for a in AGENT_NAMES) or "(?!)"
 
 
-def AGENT_KEY(wildcards):
-    return agent_ref(wildcards.agent).key
-
-
-def agent_inputs(name):
-    """What loading agent `name` needs built: its key's aligned model, and the adapters if dealigned."""
-    ref = agent_ref(name)
-    return built_inputs(ref.key, "aligned") + ([f"{RESULTS}/dealign/{ref.key}/adapters"] if ref.dealigned else [])
-
-
-def agent_vectors(name):
-    return f"{RESULTS}/vectors/{agent_ref(name).key}.safetensors"
-
-
-def agent_load_options(wildcards):
-    """`--model ...` of the agent's key's aligned model, and `--adapter` for a dealigned agent."""
-    adapter = agent_adapter(wildcards.agent)
-    return load_options(AGENT_KEY(wildcards), "aligned") + (f" --adapter {adapter}" if adapter else "")
-
-
 rule prepare_tasks:
     input:
-        local_file(COLLAB["tasks"]),
+        source=local_file(COLLAB["tasks"]),
         code=code("prepare-tasks"),
     output:
         f"{RESULTS}/collab/tasks.parquet",
     params:
-        source=COLLAB["tasks"],
+        source=source_param("source", COLLAB["tasks"]),
         n=COLLAB["n_tasks"] or "none",
         share=f"--loaded-share {COLLAB['loaded_share']}" if COLLAB["loaded_share"] is not None else "",
         seed=config["seed"],
@@ -161,7 +141,7 @@ rule collab_states:
         pooling=config["extraction"]["pooling"],
         context_tokens=COLLAB["context_tokens"],
         batch_size=COLLAB["batch_size"],
-        neutral=STEER["cost"]["neutral"],
+        neutral=source_param("neutral", STEER["cost"]["neutral"]),
         n_texts=STEER["cost"]["n_texts"],
     log:
         f"{RESULTS}/logs/collab_states/{{pairing}}/{{profile}}/{{agent}}.log",

@@ -54,6 +54,10 @@ wildcard_constraints:
     operator="add|ablate|ablate_add|conditional",
 
 
+def tiny_data_args(*keys):
+    return " ".join(f"--{key} {shlex.quote(TINY_DATA[key])}" for key in keys if key in TINY_DATA)
+
+
 def model_path(key, variant):
     """Where a model variant's weights are: a tiny-family folder, a materialised real model, a local
     folder or a hub id."""
@@ -166,6 +170,13 @@ def local_file(path):
     return [path] if path is not None and (Path(path).is_file() or path in WORLD_PATHS.values()) else []
 
 
+def source_param(name, value):
+    """A data source's command-line value: the rule's input `name` (local_file) when the source is a local
+    file, so an executor without a shared filesystem passes the staged path; else `value` itself (a Hub
+    dataset, a bundled name, "none")."""
+    return lambda wildcards, input: input[name] if input.get(name) else value
+
+
 def layer_args(layers):
     return " ".join(str(x) for x in layers)
 
@@ -265,6 +276,13 @@ BEHAVIOUR = config["behaviour"]["enabled"]
 #: phase 5's answers (each agent in each condition, after long contexts)
 COLLAB_BEHAVIOUR = BEHAVIOUR and config["behaviour"]["collaboration"]
 ANSWERS = [f"{RESULTS}/behaviour/{m}/{v}.parquet" for m, v in VARIANTS_OF] if BEHAVIOUR else []
+
+
+def recovery_answers_args(wildcards, output):
+    """The recovery sweep's `--answers-out` (behaviour.enabled)."""
+    if not BEHAVIOUR:
+        return ""
+    return f"--answers-out {output.answers} --answer-tokens {config['behaviour']['max_new_tokens']}"
 
 
 def answers_args(wildcards, output):
@@ -382,6 +400,26 @@ def BY_AGENT(wildcards):
     return wildcards.agent
 
 
+def AGENT_KEY(wildcards):
+    return agent_ref(wildcards.agent).key
+
+
+def agent_inputs(name):
+    """What loading agent `name` needs built: its key's aligned model, and the adapters if dealigned."""
+    ref = agent_ref(name)
+    return built_inputs(ref.key, "aligned") + ([f"{RESULTS}/dealign/{ref.key}/adapters"] if ref.dealigned else [])
+
+
+def agent_vectors(name):
+    return f"{RESULTS}/vectors/{agent_ref(name).key}.safetensors"
+
+
+def agent_load_options(wildcards):
+    """`--model ...` of the agent's key's aligned model, and `--adapter` for a dealigned agent."""
+    adapter = agent_adapter(wildcards.agent)
+    return load_options(AGENT_KEY(wildcards), "aligned") + (f" --adapter {adapter}" if adapter else "")
+
+
 # --- phase 3: steering operators side by side ------------------------------------------------
 
 #: the operators phase 3 runs beside `steering.operator` (which phases 3-5 use)
@@ -413,3 +451,20 @@ def operator_steering_args(wildcards, input):
 def condition_layer_args():
     layer = STEER["condition"]["layer"]
     return "" if layer is None else f"--condition-layer {layer}"
+
+
+def compared_condition(wildcard):
+    """The input function of a sweep over the compared operators: the phase-3 condition of the model key in
+    `wildcard` when the conditional operator is compared (none otherwise)."""
+    return lambda wildcards: {"condition": condition_file(wildcards[wildcard])} if "conditional" in COMPARED else {}
+
+
+def compared_steering_args(wildcards, input):
+    """steering_args() plus the compared operators and, for the conditional one, the model's condition."""
+    args = steering_args() + (" --compare " + " ".join(COMPARED) if COMPARED else "")
+    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
+
+
+def own_files(name):
+    """The target's phase-3 `name` file under the main operator and under each compared one."""
+    return lambda wildcards: [f"{operator_dir(wildcards.target, op)}/{name}" for op in [STEER["operator"], *COMPARED]]

@@ -12,7 +12,7 @@ rule prepare_world:
     params:
         spec=json.dumps({k: v for k, v in sorted(WORLD.items()) if k != "enabled"}, separators=(",", ":")),
         seed=config["seed"],
-        out=WORLD_DIR,
+        out=lambda wildcards, output: str(Path(output[0]).parent),
     log:
         f"{RESULTS}/logs/prepare_world.log",
     benchmark:
@@ -30,8 +30,8 @@ CALIBRATION_SOURCE = config["data"]["calibration"]["source"]
 
 rule prepare_prompts:
     input:
-        local_file(config["data"]["prompts"]["source"]),
-        local_file(CALIBRATION_SOURCE),
+        source=local_file(config["data"]["prompts"]["source"]),
+        calibration_source=local_file(CALIBRATION_SOURCE),
         code=code("prepare-prompts"),
     output:
         prompts=f"{RESULTS}/data/prompts.parquet",
@@ -41,7 +41,7 @@ rule prepare_prompts:
         calibration_source=(
             f"--calibration-source {shlex.quote(CALIBRATION_SOURCE)}" if CALIBRATION_SOURCE else ""
         ),
-        source=config["data"]["prompts"]["source"],
+        source=source_param("source", config["data"]["prompts"]["source"]),
         split=config["data"]["prompts"]["split"],
         per_group=config["data"]["prompts"]["per_group"],
         axioms=(
@@ -66,12 +66,12 @@ rule prepare_prompts:
 
 rule prepare_pairs:
     input:
-        local_file(config["data"]["pairs"]["source"]),
+        source=local_file(config["data"]["pairs"]["source"]),
         code=code("prepare-pairs"),
     output:
         f"{RESULTS}/data/pairs.parquet",
     params:
-        source=config["data"]["pairs"]["source"],
+        source=source_param("source", config["data"]["pairs"]["source"]),
         data_dir=(
             f"--data-dir {shlex.quote(config['data']['pairs']['data_dir'])}"
             if config["data"]["pairs"]["data_dir"]
@@ -100,12 +100,12 @@ DEALIGN_PAIRS = f"{RESULTS}/data/dealign.parquet" if DEALIGN_SOURCE else f"{RESU
 
 rule prepare_dealign:
     input:
-        local_file(DEALIGN_SOURCE),
+        source=local_file(DEALIGN_SOURCE),
         code=code("prepare-pairs"),
     output:
         f"{RESULTS}/data/dealign.parquet",
     params:
-        source=DEALIGN_SOURCE or "none",
+        source=source_param("source", DEALIGN_SOURCE or "none"),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/prepare_dealign.log",

@@ -43,27 +43,9 @@ rule train_dealign:
         "{params.target_modules} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
-def recovery_condition(wildcards):
-    """The model key's phase-3 condition, when the conditional operator is compared."""
-    return {"condition": condition_file(wildcards.model)} if "conditional" in COMPARED else {}
-
-
-def recovery_steering_args(wildcards, input):
-    """steering_args() plus the compared operators and, for the conditional one, the model's condition."""
-    args = steering_args() + (" --compare " + " ".join(COMPARED) if COMPARED else "")
-    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
-
-
-def recovery_answers_args(wildcards, output):
-    """The recovery sweep's `--answers-out` (behaviour.enabled)."""
-    if not BEHAVIOUR:
-        return ""
-    return f"--answers-out {output.answers} --answer-tokens {config['behaviour']['max_new_tokens']}"
-
-
 rule recovery_sweep:
     input:
-        unpack(recovery_condition),
+        unpack(compared_condition("model")),
         adapters=f"{DEALIGN_DIR}/adapters",
         prompts=f"{RESULTS}/data/prompts.parquet",
         vectors=f"{RESULTS}/vectors/{{model}}.safetensors",
@@ -79,7 +61,7 @@ rule recovery_sweep:
         cost=f"{DEALIGN_DIR}/steps{{steps}}/cost.parquet",
         answers=f"{DEALIGN_DIR}/steps{{steps}}/answers.parquet" if BEHAVIOUR else [],
     params:
-        steering=recovery_steering_args,
+        steering=compared_steering_args,
         answers=recovery_answers_args,
         model=aligned_model_options,
         adapter=lambda wildcards, input: f"{input.adapters}/steps{wildcards.steps}",
@@ -88,7 +70,7 @@ rule recovery_sweep:
         read=read_args(),
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
-        neutral=STEER["cost"]["neutral"],
+        neutral=source_param("neutral", STEER["cost"]["neutral"]),
         n_texts=STEER["cost"]["n_texts"],
         n_prompts=STEER["cost"]["n_prompts"],
         max_new_tokens=STEER["cost"]["max_new_tokens"],

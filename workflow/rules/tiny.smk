@@ -9,10 +9,6 @@ TINY = config["tiny"]
 TINY_DATA = {"corpus": WORLD_PATHS["corpus"], "pairs": WORLD_PATHS["align"]} if WORLD["enabled"] else {}
 
 
-def tiny_data_args(*keys):
-    return " ".join(f"--{key} {shlex.quote(TINY_DATA[key])}" for key in keys if key in TINY_DATA)
-
-
 rule tiny_tokenizer:
     input:
         **TINY_DATA,

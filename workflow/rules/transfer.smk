@@ -14,14 +14,14 @@ TARGET_DIR = f"{RESULTS}/transfer/into/{{target}}"
 # sample size does not re-extract them.
 rule prepare_anchors:
     input:
-        local_file(CROSS["anchors"]["source"]),
-        local_file(config["data"]["prompts"]["source"]),
+        source=local_file(CROSS["anchors"]["source"]),
+        prompts=local_file(config["data"]["prompts"]["source"]),
         code=code("prepare-anchors"),
     output:
         f"{RESULTS}/data/anchors.parquet",
     params:
-        source=CROSS["anchors"]["source"],
-        prompts=config["data"]["prompts"]["source"],
+        source=source_param("source", CROSS["anchors"]["source"]),
+        prompts=source_param("prompts", config["data"]["prompts"]["source"]),
         split=config["data"]["prompts"]["split"],
         n=CROSS["anchors"]["n"],
         seed=config["seed"],
@@ -102,25 +102,9 @@ rule fit_maps:
         "--out-matching {output.matching} > {log} 2>&1"
 
 
-def transfer_condition(wildcards):
-    """The target's phase-3 condition, when the conditional operator is compared."""
-    return {"condition": condition_file(wildcards.target)} if "conditional" in COMPARED else {}
-
-
-def transfer_steering_args(wildcards, input):
-    """steering_args() plus the compared operators and, for the conditional one, the target's condition."""
-    args = steering_args() + (" --compare " + " ".join(COMPARED) if COMPARED else "")
-    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
-
-
-def own_files(name):
-    """The target's phase-3 `name` file under the main operator and under each compared one."""
-    return lambda wildcards: [f"{operator_dir(wildcards.target, op)}/{name}" for op in [STEER["operator"], *COMPARED]]
-
-
 rule transfer_sweep:
     input:
-        unpack(transfer_condition),
+        unpack(compared_condition("target")),
         prompts=f"{RESULTS}/data/prompts.parquet",
         mapped=pairs_into("mapped_vectors.safetensors", "target"),
         neutral=local_file(STEER["cost"]["neutral"]),
@@ -130,7 +114,7 @@ rule transfer_sweep:
         sweep=f"{TARGET_DIR}/sweep.safetensors",
         cost=f"{TARGET_DIR}/cost.parquet",
     params:
-        steering=transfer_steering_args,
+        steering=compared_steering_args,
         model=target_model_options,
         methods=" ".join(CROSS["methods"]),
         measure=layer_args(STEER["measure_layers"]),
@@ -138,7 +122,7 @@ rule transfer_sweep:
         read=read_args(),
         batch_size=config["extraction"]["batch_size"],
         max_length=config["extraction"]["max_length"],
-        neutral=STEER["cost"]["neutral"],
+        neutral=source_param("neutral", STEER["cost"]["neutral"]),
         n_texts=STEER["cost"]["n_texts"],
         n_prompts=STEER["cost"]["n_prompts"],
         max_new_tokens=STEER["cost"]["max_new_tokens"],
