@@ -192,3 +192,37 @@ def test_random_like_keeps_norms_and_is_seeded() -> None:
     draws = np.stack([random_like({0: np.ones(16)}, seed=s)[0] / 4.0 for s in range(2000)])
     assert np.abs(draws.mean(axis=0)).max() < 0.03
     np.testing.assert_allclose(draws.var(axis=0), 1 / 16, rtol=0.2)
+
+
+def test_sweep_halves_the_batch_on_out_of_memory_and_gives_the_same_states(
+        llama: torch.nn.Module, tokenizer: object, caplog: pytest.LogCaptureFixture) -> None:
+    """The sweep shares the extraction's out-of-memory handling (model.forward.run_batches): a batch that
+    does not fit is re-planned at half the size, the result is unchanged; one text that does not fit
+    is an error naming the sweep."""
+    import logging
+
+    vectors = _vectors([2])
+    want = sweep_hidden_states(llama, tokenizer, TEXTS, vectors, LAMBDAS, [4], batch_size=8, progress=False)
+    block = find_decoder_layers(llama)[0]
+    original = block.forward
+    sizes: list[int] = []
+
+    def forward(hidden, *args, **kwargs):
+        sizes.append(hidden.shape[0])
+        if hidden.shape[0] > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(hidden, *args, **kwargs)
+
+    block.forward = forward  # type: ignore[method-assign]
+    try:
+        limit = 2
+        with caplog.at_level(logging.WARNING, logger="driftlib.model.forward"):
+            got = sweep_hidden_states(llama, tokenizer, TEXTS, vectors, LAMBDAS, [4], batch_size=8, progress=False)
+        limit = 0
+        with pytest.raises(ModelError, match=r"out of memory sweeping .* on one text of \d+ tokens"):
+            sweep_hidden_states(llama, tokenizer, TEXTS, vectors, LAMBDAS, [4], batch_size=2, progress=False)
+    finally:
+        del block.forward
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert sizes[:3] == [len(TEXTS), 4, 2]  # the first batch holds every text, then it is halved twice
+    assert "out of memory at batch size 8; retrying with 4" in caplog.text

@@ -24,7 +24,8 @@ from driftlib.core.errors import ArtifactError, ConfigError
 from driftlib.model.forward import extract_hidden_states
 from driftlib.model.source import ModelSource
 from driftlib.phases.cross_arch import plots
-from driftlib.phases.cross_arch.evaluate import evaluate_pair, transfer_key
+from driftlib.core.records import transfer_key
+from driftlib.phases.cross_arch.evaluate import evaluate_pair
 from driftlib.phases.cross_arch.run import operator_specs, transfer_sweep
 from driftlib.phases.cross_arch.summary import transfer_matrix
 from driftlib.phases.same_arch.evaluate import score_sweep

@@ -14,7 +14,8 @@ from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer, random_vectors
 from driftlib.core.artifacts import decode_metadata_value, load_tensors, read_table, save_tensors, write_table
 from driftlib.core.errors import ArtifactError, ConfigError
 from driftlib.model.source import ModelSource
-from driftlib.phases.cross_arch.evaluate import evaluate_pair, transfer_key
+from driftlib.core.records import transfer_key
+from driftlib.phases.cross_arch.evaluate import evaluate_pair
 from driftlib.phases.cross_arch.run import transfer_sweep
 from driftlib.phases.same_arch.evaluate import score_sweep
 from driftlib.steer.capability import greedy_repetition, next_token_kl

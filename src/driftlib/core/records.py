@@ -1,5 +1,6 @@
 """Records that cross phases: the formats of output files that one phase writes and a later phase
-reads, with their readers (phase 5's drift record, read by phase 5's summary and by phase 6)."""
+reads, with their readers (phase 5's drift record, read by phase 5's summary and by phase 6; the
+names of the vectors in a phase-4 transfer sweep, written by the sweep and read by its evaluation)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pandas as pd
 
 from driftlib.core.artifacts import read_json
 
-__all__ = ["CONDITIONS", "DRIFT_COLUMNS", "collect_drift", "drift_row"]
+__all__ = ["CONDITIONS", "DRIFT_COLUMNS", "collect_drift", "drift_row", "transfer_key"]
 
 
 #: the three ways an agent reads an evaluation prompt (see :mod:`driftlib.phases.collaboration.measure`)
@@ -57,3 +58,11 @@ def collect_drift(paths: Sequence[str | Path]) -> pd.DataFrame:
     """One row per drift file (the JSON ``score-collab`` writes), columns :data:`DRIFT_COLUMNS`."""
     rows = [drift_row(read_json(p)) for p in paths]
     return pd.DataFrame(rows, columns=DRIFT_COLUMNS)
+
+
+def transfer_key(source: str, method: str, kind: str, operator: str | None = None) -> str:
+    """The name of one swept vector in a target's transfer sweep, scores and cost:
+    ``{source}/{method}/{kind}`` under the main operator (``steering.operator``; kind: ``mapped``,
+    ``shuffled`` or ``random``), ``{source}/{method}/{kind}/{operator}`` under a compared one
+    (``steering.compare``)."""
+    return f"{source}/{method}/{kind}" + (f"/{operator}" if operator else "")

@@ -33,6 +33,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -44,6 +45,8 @@ from driftlib.model.layers import find_decoder_layers, hidden_size
 from driftlib.model.pooling import POOLING_METHODS, PoolingMethod, pool_slots, token_weights
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TRUNCATION_SIDES: tuple[str, ...] = ("left", "right")
 
@@ -558,6 +561,45 @@ class BatchRunner:
         return message
 
 
+def run_batches(runner: BatchRunner, run: Callable[[list[list[int]]], T], *, what: str,
+                on_oom: Callable[[], None] | None = None) -> Iterator[T]:
+    """``run(rows)`` on each batch that ``runner`` plans, re-planning smaller batches after out-of-memory.
+
+    Args:
+        runner: the plan; each batch that ran is marked done.
+        run: computes one batch from its rows (text indices per row).
+        what: what was running, for the error when a single text does not fit (``"running llama"``).
+        on_oom: called after an out-of-memory error, before the retry (to drop partial results).
+
+    Yields:
+        ``run``'s result for each batch that fit, in the plan's order.
+
+    Raises:
+        ModelError: a single text runs out of memory.
+    """
+    while (rows := runner.next()) is not None:
+        try:
+            result = run(rows)
+        except torch.OutOfMemoryError as exc:
+            if on_oom is not None:
+                on_oom()
+            message = runner.shrink()
+            if message is None:
+                text = rows[0][0]
+                raise ModelError(
+                    f"out of memory {what} on one text of {runner.lengths[text]} tokens (row {text}); "
+                    "lower max_length, use a smaller dtype, or use a device with more memory"
+                ) from exc
+        else:
+            message = None
+        if message is not None:  # outside the except block, so the traceback no longer pins the batch's tensors
+            free_device_memory()
+            logger.warning(message)
+            continue
+        runner.done()
+        yield result
+
+
 def extract_hidden_states(
     model: torch.nn.Module,
     tokenizer: object,
@@ -724,24 +766,7 @@ def extract_hidden_states(
             torch.inference_mode(),
             tqdm(total=n, desc=f"hidden states {name}", unit="text", disable=not progress, leave=False) as bar,
         ):
-            while (rows := runner.next()) is not None:
-                try:
-                    texts_done, states = run(rows)
-                except torch.OutOfMemoryError as exc:
-                    pooled.clear()
-                    message = runner.shrink()
-                    if message is None:
-                        raise ModelError(
-                            f"out of memory running {name} on one text of {len(ids[rows[0][0]])} tokens "
-                            f"(row {rows[0][0]}); lower max_length, use a smaller dtype, or use a device with more memory"
-                        ) from exc
-                else:
-                    message = None
-                if message is not None:  # outside the except block, so the traceback no longer pins the batch's tensors
-                    free_device_memory()
-                    logger.warning(message)
-                    continue
-                runner.done()
+            for texts_done, states in run_batches(runner, run, what=f"running {name}", on_oom=pooled.clear):
                 pending.append((texts_done, states))
                 # copy back every few batches rather than after each, so the host can queue the next
                 # batch while the device still runs this one; NaN/Inf is still caught within FLUSH_BATCHES

@@ -164,8 +164,8 @@ def sweep_specs(model: Any, tokenizer: Any, texts: Sequence[str], named: Mapping
         StopForward,
         block_hooks,
         build_batch,
-        free_device_memory,
         raise_non_finite,
+        run_batches,
     )
     from driftlib.model.layers import find_decoder_layers, hidden_size
     from driftlib.stats.selection import check_lambdas
@@ -258,21 +258,7 @@ def sweep_specs(model: Any, tokenizer: Any, texts: Sequence[str], named: Mapping
     with eval_mode(model), torch.inference_mode():
         runner = BatchRunner([len(seq) for seq in batches.ids], batches.order, batch_size=batch_size,
                              tokens_per_batch=None, packing=False)
-        while (rows := runner.next()) is not None:
-            try:
-                done, block = run_batch(rows)
-            except torch.OutOfMemoryError as exc:
-                message = runner.shrink()
-                if message is None:
-                    raise ModelError(f"out of memory sweeping {name} on one text of {len(batches.ids[rows[0][0]])} "
-                                     "tokens; lower max_length, use a smaller dtype, or use a device with more memory") from exc
-            else:
-                message = None
-            if message is not None:  # outside the except block, so the traceback no longer pins the batch's tensors
-                free_device_memory()
-                logger.warning(message)
-                continue
-            runner.done()
+        for done, block in run_batches(runner, run_batch, what=f"sweeping {name}"):
             array = block.numpy()
             for s, key in enumerate(specs):
                 for j, lam in enumerate(lams):

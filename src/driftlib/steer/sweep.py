@@ -56,13 +56,13 @@ from driftlib.model.forward import (
     build_batch,
     check_tokens_per_batch,
     compiled_blocks,
-    free_device_memory,
     input_device,
     left_pad,
     named_forward_args,
     packing_works,
     pad_token_id,
     raise_non_finite,
+    run_batches,
     tokenise,
 )
 from driftlib.model.layers import find_decoder_layers, hidden_size
@@ -419,23 +419,7 @@ def sweep_hidden_states(
                              packing=may_pack and packing_works(model, deepest, batches.named_args))
         with compiled_blocks(model, range(deepest + 1)) if compile else nullcontext():
             try:
-                while (rows := runner.next()) is not None:
-                    try:
-                        texts_done, states = run_batch(rows)
-                    except torch.OutOfMemoryError as exc:
-                        message = runner.shrink()
-                        if message is None:
-                            raise ModelError(
-                                f"out of memory sweeping {name} on one text of {len(batches.ids[rows[0][0]])} tokens "
-                                f"(row {rows[0][0]}); lower max_length, use a smaller dtype, or use a device with more memory"
-                            ) from exc
-                    else:
-                        message = None
-                    if message is not None:  # outside the except block, so the traceback no longer pins the batch's tensors
-                        free_device_memory()
-                        logger.warning(message)
-                        continue
-                    runner.done()
+                for texts_done, states in run_batches(runner, run_batch, what=f"sweeping {name}"):
                     pending.append((texts_done, states))
                     if len(pending) >= FLUSH_BATCHES:
                         flush()

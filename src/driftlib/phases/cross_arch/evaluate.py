@@ -42,17 +42,10 @@ from driftlib.core.artifacts import (
     write_table,
 )
 from driftlib.core.errors import ArtifactError
+from driftlib.core.records import transfer_key
 from driftlib.stats.selection import TRANSFER_VECTORS
 
 logger = logging.getLogger(__name__)
-
-
-def transfer_key(source: str, method: str, kind: str, operator: str | None = None) -> str:
-    """The name of one swept vector in a target's transfer sweep, scores and cost:
-    ``{source}/{method}/{kind}`` under the main operator (``steering.operator``; kind: ``mapped``,
-    ``shuffled`` or ``random``), ``{source}/{method}/{kind}/{operator}`` under a compared one
-    (``steering.compare``)."""
-    return f"{source}/{method}/{kind}" + (f"/{operator}" if operator else "")
 
 
 def _anchor_states(path: str | Path) -> tuple[np.ndarray, dict]:
@@ -271,4 +264,4 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     return table
 
 
-__all__ = ["evaluate_pair", "fit_pair", "transfer_key"]
+__all__ = ["evaluate_pair", "fit_pair"]

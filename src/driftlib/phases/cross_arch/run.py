@@ -79,7 +79,7 @@ def transfer_sweep(*, source: ModelSource, name: str, mapped: Sequence[str | Pat
     (:func:`driftlib.steer.runs.sweep_specs`).
     """
     from driftlib.core.errors import ArtifactError
-    from driftlib.phases.cross_arch.evaluate import transfer_key
+    from driftlib.core.records import transfer_key
     from driftlib.steer.runs import cost_rows, sweep_file
     from driftlib.steer.sweep import random_like
     from driftlib.steer.vectors import load_vectors
