@@ -175,3 +175,12 @@ def test_written_files_respect_the_umask(tmp_path):
         assert stat.S_IMODE((tmp_path / "private.parquet").stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def test_json_number_keeps_finite_numbers_and_drops_the_rest():
+    from driftlib.core.artifacts import json_number
+
+    assert json_number(np.float32(0.25)) == 0.25 and type(json_number(np.int64(3))) is float
+    assert json_number("1.5") == 1.5  # a number read back from text
+    for missing in (None, float("nan"), np.inf, -np.inf, "n/a", [1.0]):
+        assert json_number(missing) is None

@@ -274,6 +274,15 @@ def _finite_or_none(obj: Any) -> Any:
     return obj
 
 
+def json_number(value: object) -> float | None:
+    """A table cell as a JSON number: the finite float it holds, else None (missing, NaN, infinite, text)."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON, atomically. NaN and infinities become ``null`` (strict JSON)."""
     text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)

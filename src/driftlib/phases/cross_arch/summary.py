@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from driftlib.core.artifacts import read_json, read_table, write_json, write_table
+from driftlib.core.artifacts import json_number, read_json, read_table, write_json, write_table
 from driftlib.core.errors import ConfigError
 from driftlib.phases.cross_arch import plots
 from driftlib.stats.selection import transfer_matrix as rank_cells
@@ -78,23 +77,15 @@ def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | 
 
 
 def _baseline_row(shown: pd.DataFrame, base: str | None) -> dict:
-    return {str(r.target): {"method": r.method, "efficiency": _num(r.efficiency),
-                            "ci": [_num(r.ci_low), _num(r.ci_high)], "defined": bool(r.defined),
-                            "r2": _num(r.r2), "cos_own": _num(r.cos_own),
-                            "random_efficiency": _num(r.random_efficiency),
-                            "shuffled_efficiency": _num(r.shuffled_efficiency),
-                            "vector_stability": _num(r.vector_stability),
+    return {str(r.target): {"method": r.method, "efficiency": json_number(r.efficiency),
+                            "ci": [json_number(r.ci_low), json_number(r.ci_high)], "defined": bool(r.defined),
+                            "r2": json_number(r.r2), "cos_own": json_number(r.cos_own),
+                            "random_efficiency": json_number(r.random_efficiency),
+                            "shuffled_efficiency": json_number(r.shuffled_efficiency),
+                            "vector_stability": json_number(r.vector_stability),
                             "below_stability_floor": bool(r.below_stability_floor),
-                            "condition_accuracy": _num(getattr(r, "condition_accuracy", None))}
+                            "condition_accuracy": json_number(getattr(r, "condition_accuracy", None))}
             for r in shown[shown["source"] == base].itertuples()}
-
-
-def _num(value: object) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
 
 
 def _baseline_note(base: str | None, row: dict) -> str:

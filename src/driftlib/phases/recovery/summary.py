@@ -11,6 +11,7 @@ import pandas as pd
 
 from driftlib.core.artifacts import (
     decode_metadata_value,
+    json_number,
     read_json,
     read_table,
     write_json,
@@ -127,9 +128,9 @@ def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | 
         write_table(beh, out / "recovery_behaviour.parquet")
         write_table(beh.round(4), out / "recovery_behaviour.csv")
         limits["behaviour"] = {f"{r.model}/steps{r.steps}": {
-            "drop": _num(r.drop), "drop_ci": [_num(r.drop_ci_low), _num(r.drop_ci_high)], "drop_mde": _num(r.drop_mde),
-            "drop_resolvable": bool(r.drop_resolvable), "lam": float(r.lam), "share": _num(r.share),
-            "share_ci": [_num(r.share_ci_low), _num(r.share_ci_high)], "note": r.note} for r in beh.itertuples()}
+            "drop": json_number(r.drop), "drop_ci": [json_number(r.drop_ci_low), json_number(r.drop_ci_high)], "drop_mde": json_number(r.drop_mde),
+            "drop_resolvable": bool(r.drop_resolvable), "lam": float(r.lam), "share": json_number(r.share),
+            "share_ci": [json_number(r.share_ci_low), json_number(r.share_ci_high)], "note": r.note} for r in beh.itertuples()}
         plots.recovery_behaviour(beh, answers, out / "recovery_behaviour.png")
     write_json(limits, out / "recovery_limits.json")
     curves = []
@@ -158,9 +159,3 @@ def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | 
     return limits
 
 
-def _num(value: object) -> float | None:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if np.isfinite(x) else None
