@@ -141,8 +141,9 @@ def test_behaviour_drop_and_recovery_equal_the_hand_computation() -> None:
     assert r["drop_ci_low"] == pytest.approx(a - d - math.hypot(a - la, ud - d), rel=1e-12)
     assert r["drop_ci_high"] == pytest.approx(a - d + math.hypot(ua - a, d - ld), rel=1e-12)
 
-    def se(ku, nu, ks, ns):
-        return math.sqrt(ku / nu * (1 - ku / nu) / nu + ks / ns * (1 - ks / ns) / ns)
+    def se(ku, nu, ks, ns):  # Agresti-Caffo: one more refusal and one more answer per class
+        tu, ts = (ku + 1) / (nu + 2), (ks + 1) / (ns + 2)
+        return math.sqrt(tu * (1 - tu) / (nu + 2) + ts * (1 - ts) / (ns + 2))
 
     drop_se = math.hypot(se(36, 40, 4, 40), se(10, 40, 6, 40))
     assert r["drop_se"] == pytest.approx(drop_se, rel=1e-12)

@@ -134,10 +134,24 @@ def test_score_sweep_probe_matches_the_direct_probe(sweep_files):
     assert table[table["category"] != "overall"]["probe_auc"].isna().all()
 
 
+def test_split_se_is_agresti_caffo_and_never_zero_at_the_boundary():
+    import math
+
+    from driftlib.stats.behaviour import split_se
+
+    # hand values: 90 of 100 and 10 of 100 -> 91/102 and 11/102, each over 102 trials
+    assert split_se(0.9, 100, 0.1, 100) == pytest.approx(math.sqrt(2 * (91 / 102) * (11 / 102) / 102))
+    # a base that never refuses (0 of 140 both ways): the plain normal error would be 0
+    assert split_se(0.0, 140, 0.0, 140) == pytest.approx(math.sqrt(2 * (1 / 142) * (141 / 142) / 142))
+    assert split_se(1.0, 140, 0.0, 140) > 0.009
+    assert math.isnan(split_se(0.5, 0, 0.5, 10))
+
+
 def test_gap_rows_against_hand_values():
     import math
 
-    from driftlib.phases.same_arch.gaps import gap_rows, phase1_gaps, split_se
+    from driftlib.phases.same_arch.gaps import gap_rows, phase1_gaps
+    from driftlib.stats.behaviour import split_se
     from driftlib.stats.gap import fieller_interval
 
     phase1 = pd.DataFrame([

@@ -51,6 +51,7 @@ __all__ = [
     "JudgeClassifier",
     "wilson_interval",
     "newcombe_interval",
+    "split_se",
     "refusal_rates",
 ]
 
@@ -313,6 +314,18 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.
 
 # --------------------------------------------------------------------------------------------
 # rates
+
+
+def split_se(p_unsafe: float, n_unsafe: int, p_safe: float, n_safe: int) -> float:
+    """Standard error of ``p_unsafe − p_safe`` (independent binomials), Agresti and Caffo's (2000): each
+    rate as if it had one more refusal and one more answer, ``p~ = (k + 1) / (n + 2)``,
+    ``se = sqrt(p~u (1 − p~u) / (nu + 2) + p~s (1 − p~s) / (ns + 2))``. The plain normal error is 0 when
+    both rates sit at 0 or 1 (a base that never refuses, an aligned model that always does), which
+    would give a gap or a gain no uncertainty at all."""
+    if not (n_unsafe and n_safe):
+        return math.nan
+    tu, ts = (p_unsafe * n_unsafe + 1) / (n_unsafe + 2), (p_safe * n_safe + 1) / (n_safe + 2)
+    return math.sqrt(tu * (1 - tu) / (n_unsafe + 2) + ts * (1 - ts) / (n_safe + 2))
 
 
 def _rate_row(name: str, refused: np.ndarray, unsafe: np.ndarray, confidence: float) -> dict[str, Any]:

@@ -164,7 +164,7 @@ def refusal_split(refused: Sequence[bool], unsafe: Sequence[bool], confidence: f
 
 def split_from_counts(k_unsafe: int, n_unsafe: int, k_safe: int, n_safe: int, confidence: float = 0.95) -> dict:
     """:func:`refusal_split` from the counts (refusals and prompts per class)."""
-    from driftlib.stats.behaviour import newcombe_interval
+    from driftlib.stats.behaviour import newcombe_interval, split_se
 
     if not (n_unsafe and n_safe):
         nan = float("nan")
@@ -172,7 +172,7 @@ def split_from_counts(k_unsafe: int, n_unsafe: int, k_safe: int, n_safe: int, co
                 "k_safe": k_safe, "n_safe": n_safe}
     pu, ps = k_unsafe / n_unsafe, k_safe / n_safe
     lo, hi = newcombe_interval(k_unsafe, n_unsafe, k_safe, n_safe, confidence)
-    se = math.sqrt(pu * (1 - pu) / n_unsafe + ps * (1 - ps) / n_safe)
+    se = split_se(pu, n_unsafe, ps, n_safe)
     return {"split": pu - ps, "ci_low": lo, "ci_high": hi, "se": se, "k_unsafe": k_unsafe, "n_unsafe": n_unsafe,
             "k_safe": k_safe, "n_safe": n_safe}
 
@@ -199,7 +199,7 @@ def behaviour_recovery(answers: pd.DataFrame, aligned: dict, best_lam: float, *,
     Returns:
         ``aligned_split``, ``dealigned_split``, ``steered_split`` (refusal on unsafe − over-refusal
         on safe) with their Newcombe intervals; ``drop`` = aligned − dealigned with a MOVER interval
-        (:func:`difference_interval`), its normal ``drop_se``, ``drop_mde`` and ``drop_resolvable``;
+        (:func:`difference_interval`), its Agresti-Caffo ``drop_se``, ``drop_mde`` and ``drop_resolvable``;
         ``gain`` = steered − dealigned with ``gain_se``; ``share`` = gain / drop with its Fieller
         interval and ``defined``/``note`` (:func:`driftlib.stats.gap.gap_share`: undefined when the
         drop is below its MDE). Aligned and dealigned answers are treated as independent samples

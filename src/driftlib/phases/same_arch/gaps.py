@@ -18,8 +18,9 @@ import pandas as pd
 from scipy.stats import norm
 
 from driftlib.core.artifacts import read_table
+from driftlib.stats.behaviour import split_se
 
-__all__ = ["GAP_COLUMNS", "MEASURES", "behaviour_along_lambda", "gap_rows", "split_se"]
+__all__ = ["GAP_COLUMNS", "MEASURES", "behaviour_along_lambda", "gap_rows"]
 
 #: the measures whose gap is reported
 MEASURES = ("aqi", "probe_auc", "refusal_split")
@@ -27,16 +28,9 @@ GAP_COLUMNS = ["model", "operator", "lam", "measure", "gain", "gain_se", "gap", 
                "share_ci_low", "share_ci_high", "defined", "note"]
 
 
-def split_se(p_unsafe: float, n_unsafe: int, p_safe: float, n_safe: int) -> float:
-    """Normal-approximation standard error of ``p_unsafe − p_safe`` (independent binomials)."""
-    if not (n_unsafe and n_safe):
-        return math.nan
-    return math.sqrt(p_unsafe * (1 - p_unsafe) / n_unsafe + p_safe * (1 - p_safe) / n_safe)
-
-
 def behaviour_along_lambda(answers: Sequence[str | Path], confidence: float = 0.95) -> pd.DataFrame:
     """Overall refusal rates (Wilson intervals) and the refusal split (Newcombe interval, and its
-    normal standard error ``split_se``) per model, operator and lambda, from steered answer tables."""
+    Agresti-Caffo standard error ``split_se``) per model, operator and lambda, from steered answer tables."""
     from driftlib.stats.behaviour import refusal_rates
 
     frames = []
