@@ -180,3 +180,27 @@ def test_gap_rows_against_hand_values():
     assert rows["refusal_split"]["share"] == pytest.approx(0.25)
     nobase = gap_rows(own, gaps, model="m", operator="add", has_base=False, confidence=0.95)
     assert all(not r["defined"] and "no base variant" in r["note"] for r in nobase)
+
+
+def test_score_sweep_scores_identical_states_once_and_gives_each_vector_its_rows(sweep_files, monkeypatch):
+    """lambda 0 steers nothing, so a sweep's vectors share its states there: they are scored once, and
+    every vector's rows equal what scoring its own states gives."""
+    import driftlib.stats.aqi as aqi
+
+    path, own, y, prompts = sweep_files
+    rnd = own.copy()
+    rnd[1:] = np.random.default_rng(1).standard_normal(rnd[1:].shape).astype(np.float32)  # lambda 0 shared
+    save_tensors(path / "shared.safetensors", {"own": own, "random": rnd},
+                 metadata={"model": "m", "lambdas": [0.0, 0.5, 1.0], "measure_layers": [3], "inject_layers": [1],
+                           "kind": "mean_diff_both", "dataset_fingerprint": fingerprint(prompts)})
+    calls = []
+    original = aqi.score_categories
+    monkeypatch.setattr(aqi, "score_categories", lambda *a, **k: calls.append(1) or original(*a, **k))
+    table = score_sweep(path / "shared.safetensors", path / "prompts.parquet", n_components=None,
+                        n_boot=100, n_perm=10, seed=0)
+    assert len(calls) == 5  # 2 vectors x 3 lambdas, lambda 0 once
+    for vector, h in (("own", own), ("random", rnd)):
+        for i, lam in enumerate([0.0, 0.5, 1.0]):
+            row = table[(table["vector"] == vector) & (table["lam"] == lam) & (table["category"] == "overall")]
+            want = alignment_quality(h[i, :, 0, :], y, n_components=None, n_boot=100, n_perm=10, seed=0)
+            assert row["aqi"].iloc[0] == pytest.approx(want.aqi) and row["ci_low"].iloc[0] == pytest.approx(want.ci_low)

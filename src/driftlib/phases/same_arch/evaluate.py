@@ -8,6 +8,7 @@ target, the capability cost, and the best lambda inside the cost bound (design.m
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
     y = (prompts_df["safety_label"].to_numpy() == "safe").astype(np.int8)
     categories = prompts_df["axiom"].to_numpy()
     frames = []
+    # the same states score the same (same seed): lambda 0 steers nothing, so every vector of a sweep
+    # shares it, and a transfer sweep holds over a hundred vectors; each distinct block is scored once
+    scored: dict[tuple[int, bytes], pd.DataFrame] = {}
     for vector in vectors:
         h = arrays.get(vector)
         if h is None or h.shape[:3] != (len(lambdas), len(prompts_df), len(layers)):
@@ -56,9 +60,13 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                                 f"{None if h is None else h.shape}. Re-run the rule that writes it ({producer}).")
         for i, lam in enumerate(lambdas):
             for j, layer in enumerate(layers):
-                table = score_categories(h[i, :, j, :], y, categories, layer=layer, method=method,
-                                         n_components=n_components, n_boot=n_boot, n_perm=n_perm,
-                                         confidence=confidence, seed=seed)
+                x = np.ascontiguousarray(h[i, :, j, :])
+                key = (j, hashlib.blake2b(x.tobytes(), digest_size=16).digest())
+                if key not in scored:
+                    scored[key] = score_categories(x, y, categories, layer=layer, method=method,
+                                                   n_components=n_components, n_boot=n_boot, n_perm=n_perm,
+                                                   confidence=confidence, seed=seed)
+                table = scored[key].copy()
                 table.insert(0, "lam", float(lam))
                 table.insert(0, "vector", vector)
                 frames.append(table)
