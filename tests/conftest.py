@@ -17,6 +17,7 @@ for _var, _value in {
     "MPLBACKEND": "Agg",
     "XDG_CACHE_HOME": str(_CACHE / "xdg"),
     "TOKENIZERS_PARALLELISM": "false",
+    "MKL_CBWR": "AUTO,STRICT",  # as driftlib's CLI sets it (driftlib.cli.REPRODUCIBLE_BLAS)
 }.items():
     os.environ[_var] = _value
 
@@ -76,3 +77,15 @@ def one_blas_thread():
 
     with threadpool_limits(limits=1):
         yield
+
+
+#: the test files that run Snakemake or train models in their fixtures, longest first: with
+#: ``make test``'s workers (pytest-xdist, one file per worker) they start first, so the short files
+#: fill the other worker around them instead of queueing behind them
+SLOW_FIRST = ("test_workflow.py", "test_interruption.py", "test_slurm.py", "test_world_family.py",
+              "test_real_models.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: file order kept otherwise

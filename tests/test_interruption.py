@@ -46,7 +46,7 @@ from snakemake_run import (
     start_snakemake,
 )
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(1200)]  # the module fixture runs the workflow
 
 
 #: smaller than test_workflow's SMALL: one architecture, a few training steps, few prompts
@@ -56,7 +56,7 @@ MINI = {
     "data": {"prompts": {"per_group": 4}, "pairs": {"n": 8}},
     "models": {"llama": {"aligned": "tiny:llama-aligned", "base": "tiny:llama-base"}},
     "extraction": {"batch_size": 8, "max_length": 32},
-    "aqi": {"layers": [0.5, 1.0], "pca_components": 4, "bootstrap": 100, "permutations": 10},
+    "aqi": {"layers": [0.5, 1.0], "pca_components": 4, "bootstrap": 100, "permutations": 10, "probe_permutations": 2},
     "vectors": {"stability_splits": 2},
     "steering": {"layers": [0.5], "measure_layers": [1.0], "lambdas": [0, 1],
                  "cost": {"n_texts": 2, "n_prompts": 1, "max_new_tokens": 4}},

@@ -42,7 +42,7 @@ TINY = {
     # 30 + 15 * 2 minutes
     "models": {"llama": {"aligned": "tiny:llama-aligned", "params_b": 2}},
     "extraction": {"batch_size": 8, "max_length": 32},
-    "aqi": {"layers": [0.5, 1.0], "pca_components": 4, "bootstrap": 100, "permutations": 10},
+    "aqi": {"layers": [0.5, 1.0], "pca_components": 4, "bootstrap": 100, "permutations": 10, "probe_permutations": 2},
     "vectors": {"stability_splits": 2},
 }
 
@@ -275,8 +275,9 @@ def test_run_through_the_slurm_executor(tmp_path: Path) -> None:
     )
     targets = ["results/aqi/llama/aligned.parquet", "results/activations/llama/aligned/pairs.safetensors"]
     start = time.monotonic()
+    # the stand-in scheduler answers at once: poll it every second (the plugin's default waits 10 s a round)
     result = run_snakemake(workdir, "--profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks", "1",
-                           *targets, env=env, timeout=540)
+                           "--seconds-between-status-checks", "1", *targets, env=env, timeout=540)
     elapsed = time.monotonic() - start
 
     table = pd.read_parquet(workdir / targets[0])

@@ -204,3 +204,27 @@ def test_score_sweep_scores_identical_states_once_and_gives_each_vector_its_rows
             row = table[(table["vector"] == vector) & (table["lam"] == lam) & (table["category"] == "overall")]
             want = alignment_quality(h[i, :, 0, :], y, n_components=None, n_boot=100, n_perm=10, seed=0)
             assert row["aqi"].iloc[0] == pytest.approx(want.aqi) and row["ci_low"].iloc[0] == pytest.approx(want.ci_low)
+
+
+def test_score_sweep_probes_identical_states_once(sweep_files, monkeypatch):
+    """The probe is cached the same way: lambda 0 once for both vectors, each row the direct probe."""
+    import driftlib.stats.probe as probe
+
+    path, own, y, prompts = sweep_files
+    rnd = own.copy()
+    rnd[1:] = np.random.default_rng(2).standard_normal(rnd[1:].shape).astype(np.float32)
+    save_tensors(path / "shared_probe.safetensors", {"own": own, "random": rnd},
+                 metadata={"model": "m", "lambdas": [0.0, 0.5, 1.0], "measure_layers": [3], "inject_layers": [1],
+                           "kind": "mean_diff_both", "dataset_fingerprint": fingerprint(prompts)})
+    calls = []
+    original = probe.probe_auc
+    monkeypatch.setattr(probe, "probe_auc", lambda *a, **k: calls.append(1) or original(*a, **k))
+    table = score_sweep(path / "shared_probe.safetensors", path / "prompts.parquet", n_components=None,
+                        n_boot=50, n_perm=0, seed=0, probe_folds=3)
+    assert len(calls) == 5  # 2 vectors x 3 lambdas, lambda 0 once
+    for vector, h in (("own", own), ("random", rnd)):
+        for i, lam in enumerate([0.0, 0.5, 1.0]):
+            row = table[(table["vector"] == vector) & (table["lam"] == lam) & (table["category"] == "overall")]
+            want = original(h[i, :, 0, :], y, n_folds=3, n_boot=50, n_perm=0, seed=0)
+            assert row["probe_auc"].iloc[0] == pytest.approx(want.auc)
+            assert row["probe_se"].iloc[0] == pytest.approx(want.se)

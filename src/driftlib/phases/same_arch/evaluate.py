@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,10 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                 frames.append(table)
     result = pd.concat(frames, ignore_index=True)
     if probe_folds:
+        fitted: dict[bytes, Any] = {}  # as for the AQI: each distinct block is probed once
         probes = pd.concat([sweep_probe(arrays[v][:, :, 0, :], y, lambdas, layers[0], vector=v, n_folds=probe_folds,
-                                        n_boot=n_boot, confidence=confidence, seed=seed) for v in vectors],
+                                        n_boot=n_boot, confidence=confidence, seed=seed, cache=fitted)
+                            for v in vectors],
                            ignore_index=True)
         result = result.merge(probes, on=["vector", "lam", "layer", "category"], how="left")
     if "own" in vectors and 0.0 in lambdas:
@@ -135,7 +138,7 @@ SWEEP_PROBE_COLUMNS = ["probe_auc", "probe_ci_low", "probe_ci_high", "probe_se"]
 
 
 def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: int, *, vector: str, n_folds: int,
-                n_boot: int, confidence: float, seed: int) -> pd.DataFrame:
+                n_boot: int, confidence: float, seed: int, cache: dict[bytes, Any] | None = None) -> pd.DataFrame:
     """Cross-validated linear-probe AUC (:func:`driftlib.stats.probe.probe_auc`) of one vector's states at
     every lambda, with its bootstrap interval and standard error.
 
@@ -147,12 +150,19 @@ def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: i
         h: ``[n_lambdas, n, d]`` the vector's states at the primary layer.
         y: ``[n]`` labels, 1 = safe.
         lambdas: the sweep's lambdas; layer: the primary layer (recorded); vector: its name.
+        cache: results by the bytes' digest of a block of states, filled and reused across calls (the
+            same states with the same seed give the same result: lambda 0 is shared by every vector).
     """
     from driftlib.stats.probe import probe_auc
 
+    cache = {} if cache is None else cache
     rows = []
     for i, lam in enumerate(lambdas):
-        r = probe_auc(h[i], y, n_folds=n_folds, n_boot=n_boot, n_perm=0, confidence=confidence, seed=seed)
+        x = np.ascontiguousarray(h[i])
+        key = hashlib.blake2b(x.tobytes(), digest_size=16).digest()
+        if key not in cache:
+            cache[key] = probe_auc(x, y, n_folds=n_folds, n_boot=n_boot, n_perm=0, confidence=confidence, seed=seed)
+        r = cache[key]
         rows.append({"vector": vector, "lam": float(lam), "layer": int(layer), "category": "overall",
                      "probe_auc": r.auc, "probe_ci_low": r.ci_low, "probe_ci_high": r.ci_high, "probe_se": r.se})
     return pd.DataFrame(rows, columns=["vector", "lam", "layer", "category", *SWEEP_PROBE_COLUMNS])
