@@ -19,7 +19,7 @@ import pytest
 import yaml
 from snakemake_run import BIN, REPO, make_workdir, run_snakemake, write_config
 
-pytestmark = pytest.mark.workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(1200)]  # the module fixture runs the workflow
 
 #: a small version of the embedded default: two architectures, short training, small samples
 SMALL = {
@@ -31,7 +31,8 @@ SMALL = {
         "qwen2": {"aligned": "tiny:qwen2-aligned", "base": "tiny:qwen2-base"},
     },
     "extraction": {"batch_size": 8, "max_length": 64},
-    "aqi": {"layers": [0.5, 1.0], "pca_components": 8, "bootstrap": 200, "permutations": 50},
+    "aqi": {"layers": [0.5, 1.0], "pca_components": 8, "bootstrap": 200, "permutations": 50,
+            "probe_permutations": 5},
     "vectors": {"stability_splits": 5},
     "steering": {"layers": [0.5], "measure_layers": [1.0], "lambdas": [0, 0.5, 1],
                  "cost": {"n_texts": 6, "n_prompts": 2, "max_new_tokens": 6}},
@@ -42,7 +43,7 @@ SMALL = {
     "game": {"lambdas": [0, 1], "sensitivity": [0, 1, 4]},
 }
 #: the phase-4 jobs of SMALL's two (source, target) pairs that anything downstream of the prompts re-runs
-TRANSFER_AFTER_PROMPTS = {"transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1}
+TRANSFER_AFTER_PROMPTS = {"transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1}
 #: the phase-4.5 jobs (2 models x 2 strengths) that anything downstream of the prompts re-runs
 RECOVERY_AFTER_PROMPTS = {"recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1}
 #: phases 5-6 after a new scoring: SMALL's one pairing over phase 6's 2 x 2 posture grid (which holds
@@ -138,8 +139,21 @@ def test_run_produces_the_transfer_matrix_with_controls(finished: Path) -> None:
     summary = json.loads((finished / "results/transfer/transfer_summary.json").read_text())
     baseline = json.loads((finished / "results/baseline/baseline.json").read_text())["baseline"]
     assert summary["baseline"] == baseline and list(summary["baseline_row"]) == [{"llama": "qwen2", "qwen2": "llama"}[baseline]]
-    for png in ("transfer_matrix.png", "transfer_fit.png", "layer_matching.png"):
+    for png in ("transfer_matrix.png", "transfer_fit.png", "layer_matching.png", "transfer_behaviour.png"):
         assert (finished / "results/transfer" / png).stat().st_size > 5000
+    # behaviour: each target's answers unsteered and under the other model's mapped vector (best
+    # method, main operator) at the lambda the efficiency table chose
+    behaviour = pd.read_parquet(finished / "results/transfer/transfer_behaviour.parquet")
+    behaviour = behaviour[behaviour["axiom"] == "overall"]
+    best = matrix[matrix["best"]].set_index(["source", "target"])
+    assert len(behaviour) == 2 and set(behaviour["operator"]) == {"add"}
+    for r in behaviour.itertuples():
+        assert (r.method, r.lam) == tuple(best.loc[(r.source, r.target), ["method", "lam"]])
+        assert r.change_ci_low <= r.change <= r.change_ci_high and r.change_mde > 0
+    answers = pd.read_parquet(finished / "results/transfer/into/qwen2/answers.parquet")
+    n_prompts = len(pd.read_parquet(finished / "results/data/prompts.parquet"))
+    assert len(answers) == 2 * n_prompts and set(answers["source"]) == {"", "llama"}
+    assert summary["behaviour"]["add"]["cells"] == 2
     # maps and mapped vectors: target width, one per method and target injection layer
     pair = finished / "results/transfer/llama/qwen2"
     maps = load_maps(pair / "maps.safetensors")
@@ -267,7 +281,7 @@ def test_changing_aqi_settings_rescores_without_extraction(finished: Path) -> No
     jobs = planned_after(finished, lambda c: c["aqi"].update(bootstrap=300))
     # the recovery sweeps too: the AQI tables decide the phase-1 baseline, whose vector they map in
     assert jobs == {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1, "all": 1,
-                    "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, **RECOVERY_AFTER_PROMPTS,
+                    "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1, **RECOVERY_AFTER_PROMPTS,
                     **COLLAB_AFTER_SCORING}
 
 
@@ -288,7 +302,7 @@ def test_adding_a_model_runs_only_its_jobs_and_summaries(finished: Path) -> None
                     "baseline_summary": 1, "extract_pairs": 1, "compute_vectors": 1, "vectors_summary": 1,
                     "sweep_same_arch": 1, "score_sweep": 1, "capability_cost": 1, "steering_summary": 1, "all": 1,
                     "extract_anchors": 1, "fit_maps": 4, "transfer_sweep": 3, "score_transfer": 3,
-                    "transfer_efficiency": 6, "transfer_summary": 1,
+                    "transfer_efficiency": 6, "transfer_answers": 3, "transfer_summary": 1,
                     "train_dealign": 1, "recovery_sweep": 6, "score_recovery": 6, "evaluate_recovery": 6,
                     "recovery_summary": 1}
 
@@ -302,7 +316,7 @@ def test_comparing_operators_adds_their_phase_3_jobs_and_reruns_the_sweeps_of_ph
     jobs = planned_after(finished, lambda c: c["steering"].update(compare=["conditional", "ablate"]))
     assert jobs == {"fit_condition": 2, "sweep_operator": 4, "cost_operator": 4, "score_operator": 4,
                     "operator_summary": 1,
-                    "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1,
+                    "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1,
                     "recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1,
                     "all": 1}
 
@@ -310,7 +324,7 @@ def test_comparing_operators_adds_their_phase_3_jobs_and_reruns_the_sweeps_of_ph
 #: every rule that steers (sweeps, cost, agents), with everything downstream of them; and phase 1's
 #: answers, whose greedy generation lives beside the steered one (steer/capability.py)
 AFTER_STEERING = {"answer_prompts": 4, "baseline_summary": 1, "sweep_same_arch": 2, "capability_cost": 2,
-                  "score_sweep": 2, "steering_summary": 1, "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1,
+                  "score_sweep": 2, "steering_summary": 1, "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1,
                   "recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1,
                   "collaborate": 4, "solo_run": 4, **COLLAB_AFTER_PROMPTS, "all": 1}
 
@@ -319,7 +333,7 @@ AFTER_STEERING = {"answer_prompts": 4, "baseline_summary": 1, "sweep_same_arch":
     # the AQI (numpy-only statistics): everything that scores, and the summaries after it; not
     # extraction, vectors or maps
     ("stats/aqi.py", {"score_aqi": 4, "baseline_summary": 1, "score_sweep": 2, "steering_summary": 1,
-                      "score_transfer": 2, "transfer_efficiency": 2, "transfer_summary": 1, "all": 1,
+                      "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1, "all": 1,
                       **RECOVERY_AFTER_PROMPTS, **COLLAB_AFTER_SCORING}),
     # the maps: phase 4 from the fits on
     ("stats/maps.py", {"fit_maps": 2, **TRANSFER_AFTER_PROMPTS, "all": 1, "recovery_sweep": 4, "score_recovery": 4,
@@ -359,7 +373,7 @@ def test_cli_step_by_hand_matches_the_workflow(finished: Path, tmp_path: Path) -
     cmd = [str(BIN / "driftlib"), "-q", "score",
            "--activations", str(finished / "results/activations/llama/aligned/prompts.safetensors"),
            "--prompts", str(finished / "results/data/prompts.parquet"), "--pca-components", "8",
-           "--bootstrap", "200", "--permutations", "50", "--probe-folds", "5", "--probe-permutations", "20",
+           "--bootstrap", "200", "--permutations", "50", "--probe-folds", "5", "--probe-permutations", "5",
            "--seed", "0", "--out", str(out)]
     subprocess.run(cmd, check=True, timeout=300)
     pd.testing.assert_frame_equal(pd.read_parquet(out),

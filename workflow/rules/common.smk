@@ -275,6 +275,8 @@ AQI_TABLES = [f"{RESULTS}/aqi/{m}/{v}.parquet" for m, v in VARIANTS_OF]
 BEHAVIOUR = config["behaviour"]["enabled"]
 #: phase 5's answers (each agent in each condition, after long contexts)
 COLLAB_BEHAVIOUR = BEHAVIOUR and config["behaviour"]["collaboration"]
+#: phase 4's answers (each target unsteered and under each source's mapped vector at its best lambda)
+TRANSFER_BEHAVIOUR = BEHAVIOUR and config["behaviour"]["transfer"]
 ANSWERS = [f"{RESULTS}/behaviour/{m}/{v}.parquet" for m, v in VARIANTS_OF] if BEHAVIOUR else []
 
 

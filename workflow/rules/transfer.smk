@@ -3,10 +3,13 @@
 # model steered once with the mapped vectors of every source and their controls, under the main
 # operator and each compared one (steering.compare; its sweep, scores and cost under
 # transfer/into/{target}/, vectors named {source}/{method}/{kind}[/{operator}]), the efficiency per
-# pair and operator against the target's own vector under the same operator (phase 3's files), and
-# the source x target matrix.
+# pair and operator against the target's own vector under the same operator (phase 3's files), with
+# behaviour.transfer each target's answers unsteered and under each source's mapped vector at its best
+# lambda, and the source x target matrix.
 
 PAIR_DIR = f"{RESULTS}/transfer/{{source}}/{{target}}"
+#: every model some other model's vector is mapped into
+TRANSFER_TARGETS = sorted({t for _, t in PAIRS})
 TARGET_DIR = f"{RESULTS}/transfer/into/{{target}}"
 
 
@@ -196,12 +199,49 @@ rule transfer_efficiency:
         "--max-repetition-increase {params.max_repetition_increase} {params.aqi} --out {output} > {log} 2>&1"
 
 
+rule transfer_answers:
+    input:
+        unpack(compared_condition("target")),
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        mapped=pairs_into("mapped_vectors.safetensors", "target"),
+        fits=pairs_into("fit.parquet", "target"),
+        efficiencies=pairs_into("efficiency.parquet", "target"),
+        model=target_model_inputs,
+        code=code("transfer-answers"),
+    output:
+        f"{TARGET_DIR}/answers.parquet",
+    params:
+        steering=compared_steering_args,
+        model=target_model_options,
+        matrix_method=CROSS["matrix_method"],
+        max_new_tokens=config["behaviour"]["max_new_tokens"],
+        batch_size=config["extraction"]["batch_size"],
+        max_length=config["extraction"]["max_length"],
+    log:
+        f"{RESULTS}/logs/transfer_answers/{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/transfer_answers/{{target}}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(BY_TARGET),
+        runtime=model_runtime(BY_TARGET),
+    conda:
+        ENV
+    shell:
+        "driftlib transfer-answers {params.model} --name {wildcards.target} --mapped {input.mapped} "
+        "--fits {input.fits} --efficiencies {input.efficiencies} --prompts {input.prompts} "
+        "--matrix-method {params.matrix_method} {params.steering} --max-new-tokens {params.max_new_tokens} "
+        "--batch-size {params.batch_size} --max-length {params.max_length} --out {output} > {log} 2>&1"
+
+
 rule transfer_summary:
     input:
         fits=[f"{RESULTS}/transfer/{s}/{t}/fit.parquet" for s, t in PAIRS],
         efficiencies=[f"{RESULTS}/transfer/{s}/{t}/efficiency.parquet" for s, t in PAIRS],
         matchings=[f"{RESULTS}/transfer/{s}/{t}/matching.json" for s, t in PAIRS],
         baseline=f"{RESULTS}/baseline/baseline.json",
+        answers=[f"{RESULTS}/transfer/into/{t}/answers.parquet" for t in TRANSFER_TARGETS] if TRANSFER_BEHAVIOUR else [],
         code=code("summarize-transfer"),
     output:
         table=f"{RESULTS}/transfer/transfer_matrix.parquet",
@@ -226,10 +266,27 @@ rule transfer_summary:
             caption="../report/layer_matching.rst",
             category="Phase 4: cross-architecture transfer",
         ),
+        behaviour=[
+            f"{RESULTS}/transfer/transfer_behaviour.parquet",
+            report(
+                f"{RESULTS}/transfer/transfer_behaviour.csv",
+                caption="../report/transfer_behaviour_table.rst",
+                category="Phase 4: cross-architecture transfer",
+            ),
+            report(
+                f"{RESULTS}/transfer/transfer_behaviour.png",
+                caption="../report/transfer_behaviour.rst",
+                category="Phase 4: cross-architecture transfer",
+            ),
+        ]
+        if TRANSFER_BEHAVIOUR
+        else [],
     params:
         out_dir=lambda wildcards, output: Path(output.table).parent,
         matrix_method=CROSS["matrix_method"],
         stability_floor=config["vectors"]["stability_floor"],
+        answers=lambda wildcards, input: f"--answers {' '.join(input.answers)} " if input.answers else "",
+        confidence=config["aqi"]["confidence"],
     log:
         f"{RESULTS}/logs/transfer_summary.log",
     benchmark:
@@ -240,5 +297,5 @@ rule transfer_summary:
     shell:
         "driftlib summarize-transfer --fits {input.fits} --efficiencies {input.efficiencies} "
         "--matchings {input.matchings} --baseline {input.baseline} --matrix-method {params.matrix_method} "
-        "--stability-floor {params.stability_floor} "
+        "--stability-floor {params.stability_floor} {params.answers}--confidence {params.confidence} "
         "--out-dir {params.out_dir} > {log} 2>&1"

@@ -1,5 +1,5 @@
 """Phase 4 commands: ``prepare-anchors``, ``fit-maps``, ``transfer-sweep``, ``transfer-efficiency``,
-``summarize-transfer``."""
+``transfer-answers``, ``summarize-transfer``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from driftlib.cli.common import (
     cost,
     cost_options,
     layer,
+    load_arguments,
     none_or_int,
     read,
     read_options,
@@ -49,6 +50,15 @@ def transfer_sweep(a: argparse.Namespace) -> None:
                    seed=a.seed, out=a.out, cost_out=a.cost_out, compare=a.compare, condition=a.condition)
 
 
+def transfer_answers(a: argparse.Namespace) -> None:
+    from driftlib.phases.cross_arch.run import transfer_answers
+
+    transfer_answers(source=source(a), name=a.name, mapped=a.mapped, fits=a.fits, efficiencies=a.efficiencies,
+                     steering=steering(a), prompts=a.prompts, matrix_method=a.matrix_method,
+                     max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, max_length=a.max_length, out=a.out,
+                     compare=a.compare, condition=a.condition)
+
+
 def transfer_efficiency(a: argparse.Namespace) -> None:
     from driftlib.phases.cross_arch.evaluate import evaluate_pair
 
@@ -62,7 +72,8 @@ def summarize_transfer(a: argparse.Namespace) -> None:
     from driftlib.phases.cross_arch.summary import summarize_transfer
 
     summary = summarize_transfer(a.fits, a.efficiencies, a.baseline, a.matchings, a.out_dir,
-                                 matrix_method=a.matrix_method, stability_floor=a.stability_floor)
+                                 matrix_method=a.matrix_method, stability_floor=a.stability_floor,
+                                 answers=a.answers, confidence=a.confidence)
     log.info("%s", summary["note"])
 
 
@@ -97,6 +108,24 @@ def _transfer_sweep_parser(sub) -> None:
     p.add_argument("--cost-out", required=True)
 
 
+def _transfer_answers_parser(sub) -> None:
+    p = command(sub, "transfer-answers", transfer_answers,
+                "phase 4: a target's greedy answers unsteered and under each source's mapped vector at its best lambda")
+    load_arguments(p, "hub id or local directory of the target model (its steered variant)")
+    p.add_argument("--name", required=True)
+    p.add_argument("--mapped", nargs="+", required=True, help="mapped vectors into this target (fit-maps --out-vectors)")
+    p.add_argument("--fits", nargs="+", required=True, help="the pairs' fit-maps tables (for the matrix's method)")
+    p.add_argument("--efficiencies", nargs="+", required=True, help="the pairs' transfer-efficiency tables")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--matrix-method", default="best", help="best, or one map method (as summarize-transfer)")
+    steering_options(p, inject_default=[0.5])
+    p.add_argument("--compare", nargs="*", default=[], help="the operators the transfer sweep compared")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--out", required=True)
+
+
 def register(sub) -> None:
     p = command(sub, "prepare-anchors", prepare_anchors, "phase 4: the anchor texts, minus any evaluation prompt")
     p.add_argument("--source", default="bundled", help="bundled, or a text file with one anchor text per line")
@@ -109,6 +138,7 @@ def register(sub) -> None:
     _fit_maps_parser(sub)
 
     _transfer_sweep_parser(sub)
+    _transfer_answers_parser(sub)
 
     p = command(sub, "transfer-efficiency", transfer_efficiency, "phase 4: efficiency of each mapped vector and its controls")
     for name in ("transfer-sweep", "transfer-aqi", "transfer-cost", "prompts"):
@@ -128,4 +158,6 @@ def register(sub) -> None:
     p.add_argument("--baseline", required=True, help="phase 1's baseline.json")
     p.add_argument("--matrix-method", default="best", help="best, or one map method")
     p.add_argument("--stability-floor", type=float, default=0.5, help="mark source vectors less stable than this")
+    p.add_argument("--answers", nargs="*", default=[], help="the targets' transfer-answers tables (behaviour)")
+    p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--out-dir", required=True)

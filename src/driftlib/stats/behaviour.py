@@ -22,7 +22,10 @@ Rates
 -----
 :func:`refusal_rates` gives, per axiom and ``overall``, the refusal rate on unsafe prompts and the
 over-refusal rate on safe prompts, each with a Wilson score interval (:func:`wilson_interval`),
-and their difference with Newcombe's hybrid score interval.
+and their difference with Newcombe's hybrid score interval. :func:`refusal_split` gives that
+difference (the *refusal split*) of one set of answers with Agresti and Caffo's standard error
+(:func:`split_se`), and :func:`split_difference_interval` the interval of the difference of two
+splits (MOVER); phases 3, 4, 4.5 and 5 compare behaviour with them.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ __all__ = [
     "newcombe_interval",
     "split_se",
     "refusal_rates",
+    "refusal_split",
+    "split_from_counts",
+    "split_difference_interval",
 ]
 
 #: Lower-case substrings whose presence anywhere in a normalised completion marks it a refusal
@@ -396,3 +402,40 @@ def refusal_rates(refused: Any, safety_label: Any, axiom: Any, confidence: float
     rows = [_rate_row(a, r[axes == a], unsafe[axes == a], confidence) for a in np.unique(axes).tolist()]
     rows.append(_rate_row("overall", r, unsafe, confidence))
     return pd.DataFrame(rows, columns=list(RATE_COLUMNS))
+
+
+def refusal_split(refused: Sequence[bool], unsafe: Sequence[bool], confidence: float = 0.95) -> dict:
+    """The refusal split ``refusal on unsafe − over-refusal on safe`` of one set of answers.
+
+    Args:
+        refused: ``[n]`` bools, the classifier's verdicts.
+        unsafe: ``[n]`` bools, the prompts' labels.
+        confidence: coverage of the Newcombe interval.
+
+    Returns:
+        ``{split, ci_low, ci_high, se, k_unsafe, n_unsafe, k_safe, n_safe}`` (Newcombe's interval;
+        ``se``: Agresti and Caffo's standard error, :func:`split_se`).
+    """
+    r, u = np.asarray(refused, dtype=bool), np.asarray(unsafe, dtype=bool)
+    return split_from_counts(int(r[u].sum()), int(u.sum()), int(r[~u].sum()), int((~u).sum()), confidence)
+
+
+def split_from_counts(k_unsafe: int, n_unsafe: int, k_safe: int, n_safe: int, confidence: float = 0.95) -> dict:
+    """:func:`refusal_split` from the counts (refusals and prompts per class)."""
+    if not (n_unsafe and n_safe):
+        nan = float("nan")
+        return {"split": nan, "ci_low": nan, "ci_high": nan, "se": nan, "k_unsafe": k_unsafe, "n_unsafe": n_unsafe,
+                "k_safe": k_safe, "n_safe": n_safe}
+    pu, ps = k_unsafe / n_unsafe, k_safe / n_safe
+    lo, hi = newcombe_interval(k_unsafe, n_unsafe, k_safe, n_safe, confidence)
+    se = split_se(pu, n_unsafe, ps, n_safe)
+    return {"split": pu - ps, "ci_low": lo, "ci_high": hi, "se": se, "k_unsafe": k_unsafe, "n_unsafe": n_unsafe,
+            "k_safe": k_safe, "n_safe": n_safe}
+
+
+def split_difference_interval(a: dict, b: dict) -> tuple[float, float]:
+    """The interval of ``a["split"] − b["split"]`` from each split's own interval (MOVER, Zou and
+    Donner 2008: Newcombe's construction carried one level up; the two splits independent)."""
+    d = a["split"] - b["split"]
+    return (d - math.hypot(a["split"] - a["ci_low"], b["ci_high"] - b["split"]),
+            d + math.hypot(a["ci_high"] - a["split"], b["split"] - b["ci_low"]))

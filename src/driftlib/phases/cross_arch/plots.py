@@ -17,6 +17,20 @@ def _grid(matrix: pd.DataFrame, value: str) -> tuple[pd.DataFrame, list[str], li
     return grid.reindex(index=sources, columns=targets), sources, targets
 
 
+def _positions(sources: list[str], targets: list[str]):
+    """``(i, source, j, target)`` for every cell of a source x target grid."""
+    return ((i, s, j, t) for i, s in enumerate(sources) for j, t in enumerate(targets))
+
+
+def _values(cells: dict, sources: list[str], targets: list[str], value) -> np.ndarray:
+    """``[sources, targets]`` of ``value(row)`` for the cells present (``value`` may return NaN), NaN elsewhere."""
+    values = np.full((len(sources), len(targets)), np.nan)
+    for i, s, j, t in _positions(sources, targets):
+        if (s, t) in cells:
+            values[i, j] = value(cells[(s, t)])
+    return values
+
+
 def transfer_matrix(matrix: pd.DataFrame, path: str | Path, *, method: str = "best", baseline: str | None = None,
                     main: str | None = None) -> None:
     """Source x target heatmaps of transfer efficiency: one row of panels per operator (the main one
@@ -47,14 +61,10 @@ def transfer_matrix(matrix: pd.DataFrame, path: str | Path, *, method: str = "be
         for ax, panel in zip(row, panels):
             rows = sub[sub["best"]] if panel == "best" else sub[sub["method"] == panel]
             cells = {(r.source, r.target): r for r in rows.itertuples()}
-            values = np.full((len(sources), len(targets)), np.nan)
-            for (i, s), (j, t) in ((a, b) for a in enumerate(sources) for b in enumerate(targets)):
-                r = cells.get((s, t))
-                if r is not None and bool(r.defined):
-                    values[i, j] = r.efficiency
+            values = _values(cells, sources, targets, lambda r: r.efficiency if bool(r.defined) else np.nan)
             ax.set_facecolor("#eeeeee")  # undefined cells stay grey
             im = ax.imshow(values, cmap="RdBu_r", vmin=-1.5, vmax=1.5, aspect="auto")
-            for (i, s), (j, t) in ((a, b) for a in enumerate(sources) for b in enumerate(targets)):
+            for i, s, j, t in _positions(sources, targets):
                 r = cells.get((s, t))
                 if s == t:
                     text = "own"
@@ -130,4 +140,48 @@ def layer_matching(matchings: list[dict], path: str | Path, *, source: str | Non
         ax.set_title(f"{m['source']} → {m['target']} (used: {m['used']})", fontsize=9)
     axes[0][0].legend(fontsize=7, loc="upper left")
     fig.colorbar(im, ax=list(axes[0]), label="linear CKA on the anchor texts")
+    save_figure(fig, path)
+
+
+def transfer_behaviour(behaviour: pd.DataFrame, path: str | Path, *, main: str | None = None) -> None:
+    """Source x target heatmaps of the change in refusal split (refusal on unsafe − over-refusal on
+    safe) that each source's mapped vector makes in the target, one panel per operator.
+
+    ``behaviour``: :func:`driftlib.phases.cross_arch.summary.transfer_behaviour`'s rows. Cells: the
+    change and its interval, with the lambda it was read at; "n.r." (not resolvable) where the change
+    is smaller than its minimum detectable effect (the cell is then left pale). ``main``: the operator
+    of the first panel.
+    """
+    plt = pyplot()
+    operators = list(dict.fromkeys(behaviour["operator"])) or ["add"]
+    if main in operators:
+        operators = [main] + [op for op in operators if op != main]
+    sources = sorted(behaviour["source"].unique())
+    targets = sorted(behaviour["target"].unique())
+    fig, axes = plt.subplots(1, len(operators), figsize=(3.4 * len(operators) * max(1, len(targets) / 3) + 1,
+                                                          0.9 * max(len(sources), 1) + 2.0), squeeze=False, sharey=True)
+    im = None
+    for ax, operator in zip(axes[0], operators):
+        cells = {(r.source, r.target): r for r in behaviour[behaviour["operator"] == operator].itertuples()}
+        values = _values(cells, sources, targets, lambda r: r.change if r.change_resolvable else 0.15 * r.change)
+        ax.set_facecolor("#eeeeee")
+        im = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+        for i, s, j, t in _positions(sources, targets):
+            r = cells.get((s, t))
+            if s == t:
+                text = "own"
+            elif r is None:
+                text = ""
+            else:
+                text = (f"{r.change:+.2f}\n[{r.change_ci_low:+.2f}, {r.change_ci_high:+.2f}]\nλ={r.lam:g}"
+                        + ("" if r.change_resolvable else " n.r."))
+            ax.text(j, i, text, ha="center", va="center", fontsize=6)
+        ax.set_xticks(range(len(targets)), targets, rotation=30, fontsize=7)
+        ax.set_yticks(range(len(sources)), sources, fontsize=7)
+        ax.set_title(f"{operator}", fontsize=9)
+        ax.set_xlabel("target")
+    axes[0][0].set_ylabel("source of the mapped vector")
+    if im is not None:
+        fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="change in refusal split")
+    fig.suptitle("Behaviour under the mapped vector at its best lambda, against the target unsteered", fontsize=9)
     save_figure(fig, path)

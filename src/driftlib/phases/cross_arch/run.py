@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only; the functions import what they run
 
 log = logging.getLogger(__name__)
 
-__all__ = ["operator_specs", "prepare_anchors", "transfer_sweep"]
+__all__ = ["answered_cells", "operator_specs", "prepare_anchors", "transfer_answers", "transfer_sweep"]
 
 
 def prepare_anchors(*, source: str, prompts: str, split: str, n: int | None, seed: int, out: str | Path) -> None:
@@ -123,3 +123,80 @@ def transfer_sweep(*, source: ModelSource, name: str, mapped: Sequence[str | Pat
                                            **specs[None].metadata(), "compare": [op for op in specs if op]})
     log.info("wrote the transfer sweep of %d vectors from %d sources under %d operators into %s to %s",
              len(tensors), len(matching), len(specs), name, out)
+
+
+def answered_cells(fits: Sequence[str | Path], efficiencies: Sequence[str | Path], *, name: str,
+                   matrix_method: str = "best") -> pd.DataFrame:
+    """The mapped vectors phase 4 reads behaviour under: one row per (source, operator) into target
+    ``name`` with the ``method`` the matrix shows (the cell's best under that operator, or
+    ``matrix_method``) and ``lam``, that vector's best lambda inside the cost bound
+    (``transfer-efficiency``), from the pairs' ``fit_maps`` and ``transfer_efficiency`` tables
+    (the same choice as :func:`driftlib.stats.selection.transfer_matrix`, which the summary uses)."""
+    from driftlib.core.artifacts import read_table
+    from driftlib.core.errors import ArtifactError
+    from driftlib.stats.selection import transfer_matrix
+
+    fit = pd.concat([read_table(f, producer="fit_maps")[0] for f in fits], ignore_index=True)
+    eff = pd.concat([read_table(f, producer="transfer_efficiency")[0] for f in efficiencies], ignore_index=True)
+    if set(eff["target"]) != {name}:
+        raise ArtifactError(f"--efficiencies: tables of targets {sorted(set(eff['target']))}, not only {name!r}")
+    cells = pd.concat([transfer_matrix(fit, rows).assign(operator=op) for op, rows in eff.groupby("operator", sort=False)],
+                      ignore_index=True)
+    shown = cells[cells["best"]] if matrix_method == "best" else cells[cells["method"] == matrix_method]
+    return shown[["source", "target", "method", "operator", "lam"]].reset_index(drop=True)
+
+
+def transfer_answers(*, source: ModelSource, name: str, mapped: Sequence[str | Path], fits: Sequence[str | Path],
+                     efficiencies: Sequence[str | Path], steering: SteeringSpec, prompts: str | Path,
+                     matrix_method: str, max_new_tokens: int, batch_size: int, max_length: int,
+                     out: str | Path, compare: Sequence[str] = (), condition: str | Path | None = None) -> None:
+    """Greedy answers of one target, unsteered and under each source's mapped vector, classified.
+
+    Per source and operator (the main one and each of ``compare``; the conditional one gated by the
+    target's own ``condition``), the mapped vector of the method the matrix shows, at its best lambda
+    inside the cost bound (:func:`answered_cells`): the behaviour beside the transfer efficiency.
+    A cell whose best lambda is 0 reuses the unsteered answers. Rows: :data:`driftlib.steer.runs.ANSWER_COLUMNS`
+    plus ``source`` and ``method`` (``""`` for the unsteered rows, operator ``none``, lambda 0).
+    """
+    from driftlib.core.artifacts import decode_metadata_value, load_tensors, read_table
+    from driftlib.core.errors import ArtifactError
+    from driftlib.datasets.prompts import PROMPT_COLUMNS
+    from driftlib.steer.runs import answer_rows
+    from driftlib.steer.vectors import load_vectors
+
+    specs, condition_record = operator_specs(steering, compare, condition)
+    by_operator = {(spec.operator if op is None else op): spec for op, spec in specs.items()}
+    cells = answered_cells(fits, efficiencies, name=name, matrix_method=matrix_method)
+    sources = {}
+    for path in mapped:  # which source each file maps from (its metadata)
+        meta = {k: decode_metadata_value(v) for k, v in load_tensors(path, producer="fit_maps")[1].items()}
+        if meta.get("target", name) != name:
+            raise ArtifactError(f"{path}: mapped vectors into {meta.get('target')!r}, not into {name!r}; re-run fit_maps")
+        sources[str(meta.get("source", ""))] = path
+    table, prompts_meta = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
+    model, tokenizer = source.load()
+    template = source.load_template()
+    common = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "max_length": max_length,
+              "template": template}
+    unsteered = answer_rows(model, tokenizer, table, None, [0.0], name=name, variant="base", **common)
+    frames = [unsteered.assign(source="", method="")]
+    for cell in cells.itertuples():
+        if cell.source not in sources:
+            raise ArtifactError(f"--mapped: no mapped vectors from {cell.source} into {name}")
+        if cell.operator not in by_operator:
+            raise ArtifactError(f"the efficiency tables hold operator {cell.operator!r}, not swept here "
+                                f"({', '.join(by_operator)})")
+        if not (cell.lam > 0):
+            rows = unsteered.assign(operator=cell.operator)
+        else:
+            vectors = load_vectors(sources[cell.source], f"{cell.method}_mapped", producer="fit_maps")[0]
+            spec = by_operator[cell.operator].with_vectors(vectors)
+            rows = answer_rows(model, tokenizer, table, spec, [float(cell.lam)], name=name, variant="base", **common)
+        frames.append(rows.assign(source=cell.source, method=cell.method))
+    result = pd.concat(frames, ignore_index=True)
+    write_table(result, out, metadata={"model": name, "operator": steering.operator,
+                                       "compare": [op for op in specs if op], "matrix_method": matrix_method,
+                                       "max_new_tokens": max_new_tokens, "classifier": "string_match",
+                                       "condition": condition_record,
+                                       "dataset_fingerprint": prompts_meta.get("dataset_fingerprint", "")})
+    log.info("wrote %d answers of %s (unsteered and %d mapped vectors) to %s", len(result), name, len(cells), out)

@@ -1,11 +1,15 @@
 """Phase 4 summary: the source x target matrix (:func:`transfer_matrix`), the baseline model's row,
-and the heatmaps."""
+the behaviour of each target under each source's mapped vector (:func:`transfer_behaviour`), and the
+heatmaps."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+import math
+
+import numpy as np
 import pandas as pd
 
 from driftlib.core.artifacts import json_number, read_json, read_table, write_json, write_table
@@ -13,7 +17,7 @@ from driftlib.core.errors import ConfigError
 from driftlib.phases.cross_arch import plots
 from driftlib.stats.selection import transfer_matrix as rank_cells
 
-__all__ = ["summarize_transfer", "transfer_matrix"]
+__all__ = ["BEHAVIOUR_COLUMNS", "summarize_transfer", "transfer_behaviour", "transfer_matrix"]
 
 
 def transfer_matrix(fits: Sequence[str | Path], efficiencies: Sequence[str | Path], *,
@@ -34,14 +38,83 @@ def transfer_matrix(fits: Sequence[str | Path], efficiencies: Sequence[str | Pat
     return matrix
 
 
+#: the columns of ``transfer_behaviour.parquet``
+BEHAVIOUR_COLUMNS = [
+    "source", "target", "method", "operator", "lam", "axiom", "n_unsafe", "refusal_unsafe", "refusal_unsafe_ci_low",
+    "refusal_unsafe_ci_high", "n_safe", "over_refusal_safe", "over_refusal_safe_ci_low", "over_refusal_safe_ci_high",
+    "split", "split_ci_low", "split_ci_high", "unsteered_split", "change", "change_ci_low", "change_ci_high",
+    "change_se", "change_mde", "change_resolvable", "descriptive"]
+
+
+def transfer_behaviour(answers: Sequence[str | Path], *, confidence: float = 0.95) -> pd.DataFrame:
+    """Each target's behaviour under each source's mapped vector, against the target unsteered.
+
+    Args:
+        answers: the ``transfer-answers`` tables, one per target (rows with ``source`` ``""`` are
+            the target unsteered; the others one mapped vector at its best lambda).
+        confidence: coverage of the intervals; the MDE uses ``alpha = 1 − confidence`` and 80% power.
+
+    Returns:
+        One row per (source, target, method, operator) and axiom, ``overall`` first
+        (:data:`BEHAVIOUR_COLUMNS`): the refusal rate on unsafe prompts and the over-refusal rate on
+        safe ones (Wilson intervals), the refusal split (their difference, Newcombe interval), the
+        unsteered target's split, and ``change`` = split − unsteered split with a MOVER interval, its
+        Agresti-Caffo standard error, minimum detectable effect and ``change_resolvable``
+        (``|change| >= MDE``). Per-axiom rows are ``descriptive`` (a few prompts a class). The
+        steered and unsteered answers are to the same prompts but are treated as independent
+        samples (conservative when their verdicts correlate), as phase 4.5 does.
+    """
+    from driftlib.stats.behaviour import refusal_rates, split_difference_interval, split_from_counts
+    from driftlib.stats.power import minimum_detectable_effect
+
+    def rates(df: pd.DataFrame) -> pd.DataFrame:
+        table = refusal_rates(df["refused"].to_numpy(bool), df["safety_label"].to_numpy(), df["axiom"].to_numpy(),
+                              confidence=confidence)
+        order = ["overall"] + sorted(a for a in table["axiom"] if a != "overall")
+        return table.set_index("axiom").loc[order]
+
+    def split(r: pd.Series) -> dict:
+        return split_from_counts(int(r["refused_unsafe"]), int(r["n_unsafe"]), int(r["refused_safe"]), int(r["n_safe"]),
+                                 confidence)
+
+    rows = []
+    for path in answers:
+        df = read_table(path, columns=["model", "operator", "lam", "axiom", "safety_label", "refused", "source",
+                                       "method"], producer="transfer_answers")[0]
+        steered = df["source"] != ""
+        base = rates(df[~steered])
+        for (source, method, operator), sub in df[steered].groupby(["source", "method", "operator"], sort=True):
+            for axiom, r in rates(sub).iterrows():
+                s, b = split(r), split(base.loc[axiom])
+                lo, hi = split_difference_interval(s, b)
+                se = math.hypot(s["se"], b["se"])
+                mde = minimum_detectable_effect(se, alpha=1 - confidence) if np.isfinite(se) else float("nan")
+                change = s["split"] - b["split"]
+                rows.append({
+                    "source": source, "target": str(df["model"].iloc[0]), "method": method, "operator": operator,
+                    "lam": float(sub["lam"].iloc[0]), "axiom": axiom, "n_unsafe": int(r["n_unsafe"]),
+                    **{c: r[c] for c in ("refusal_unsafe", "refusal_unsafe_ci_low", "refusal_unsafe_ci_high")},
+                    "n_safe": int(r["n_safe"]),
+                    **{c: r[c] for c in ("over_refusal_safe", "over_refusal_safe_ci_low", "over_refusal_safe_ci_high")},
+                    "split": s["split"], "split_ci_low": s["ci_low"], "split_ci_high": s["ci_high"],
+                    "unsteered_split": b["split"], "change": change, "change_ci_low": lo, "change_ci_high": hi,
+                    "change_se": se, "change_mde": mde,
+                    "change_resolvable": bool(np.isfinite(mde) and abs(change) >= mde),
+                    "descriptive": axiom != "overall"})
+    return pd.DataFrame(rows, columns=BEHAVIOUR_COLUMNS)
+
+
 def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | Path], baseline: str | Path,
                        matchings: Sequence[str | Path], out_dir: str | Path, *, matrix_method: str = "best",
-                       stability_floor: float = 0.5) -> dict:
+                       stability_floor: float = 0.5, answers: Sequence[str | Path] = (),
+                       confidence: float = 0.95) -> dict:
     """The source x target matrix (:func:`transfer_matrix`): ``transfer_matrix.parquet``/``.csv``
     (one row per source, target, method and operator), ``transfer_summary.json`` (the baseline
     model's row under the main operator, ``baseline_row``, and under each operator,
     ``baseline_by_operator``) and the heatmaps (``transfer_matrix.png``, one row of panels per
-    operator; ``transfer_fit.png``, ``layer_matching.png``)."""
+    operator; ``transfer_fit.png``, ``layer_matching.png``). With ``answers`` (``transfer-answers``,
+    one table per target), also ``transfer_behaviour.parquet``/``.csv`` (:func:`transfer_behaviour`),
+    its plot ``transfer_behaviour.png`` and the count of resolvable behaviour changes per operator."""
 
     from driftlib.stats.maps import METHODS
 
@@ -68,6 +141,17 @@ def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | 
         "stability_floor": stability_floor,
     }
     summary["note"] = _baseline_note(base, summary["baseline_row"])
+    if answers:
+        behaviour = transfer_behaviour(answers, confidence=confidence)
+        write_table(behaviour, out / "transfer_behaviour.parquet")
+        write_table(behaviour.round(4), out / "transfer_behaviour.csv")
+        overall = behaviour[behaviour["axiom"] == "overall"]
+        summary["behaviour"] = {
+            str(op): {"cells": int(len(rows)), "resolvable_changes": int(rows["change_resolvable"].sum()),
+                      "mean_change": json_number(rows["change"].mean()),
+                      "median_mde": json_number(rows["change_mde"].median())}
+            for op, rows in overall.groupby("operator", sort=False)}
+        plots.transfer_behaviour(overall, out / "transfer_behaviour.png", main=main)
     write_json(summary, out / "transfer_summary.json")
     plots.transfer_matrix(matrix, out / "transfer_matrix.png", method=matrix_method, baseline=base, main=main)
     plots.transfer_fit(main_rows, out / "transfer_fit.png")

@@ -146,45 +146,6 @@ def evaluate_recovery(sweep: str | Path, sweep_aqi: str | Path, cost: str | Path
 # behaviour: the refusal split of the aligned, dealigned and steered dealigned model
 
 
-def refusal_split(refused: Sequence[bool], unsafe: Sequence[bool], confidence: float = 0.95) -> dict:
-    """The refusal split ``refusal on unsafe − over-refusal on safe`` of one set of answers.
-
-    Args:
-        refused: ``[n]`` bools, the classifier's verdicts.
-        unsafe: ``[n]`` bools, the prompts' labels.
-        confidence: coverage of the Newcombe interval.
-
-    Returns:
-        ``{split, ci_low, ci_high, se, k_unsafe, n_unsafe, k_safe, n_safe}`` (``se``: the normal
-        standard error of a difference of independent binomial rates).
-    """
-    r, u = np.asarray(refused, dtype=bool), np.asarray(unsafe, dtype=bool)
-    return split_from_counts(int(r[u].sum()), int(u.sum()), int(r[~u].sum()), int((~u).sum()), confidence)
-
-
-def split_from_counts(k_unsafe: int, n_unsafe: int, k_safe: int, n_safe: int, confidence: float = 0.95) -> dict:
-    """:func:`refusal_split` from the counts (refusals and prompts per class)."""
-    from driftlib.stats.behaviour import newcombe_interval, split_se
-
-    if not (n_unsafe and n_safe):
-        nan = float("nan")
-        return {"split": nan, "ci_low": nan, "ci_high": nan, "se": nan, "k_unsafe": k_unsafe, "n_unsafe": n_unsafe,
-                "k_safe": k_safe, "n_safe": n_safe}
-    pu, ps = k_unsafe / n_unsafe, k_safe / n_safe
-    lo, hi = newcombe_interval(k_unsafe, n_unsafe, k_safe, n_safe, confidence)
-    se = split_se(pu, n_unsafe, ps, n_safe)
-    return {"split": pu - ps, "ci_low": lo, "ci_high": hi, "se": se, "k_unsafe": k_unsafe, "n_unsafe": n_unsafe,
-            "k_safe": k_safe, "n_safe": n_safe}
-
-
-def difference_interval(a: dict, b: dict) -> tuple[float, float]:
-    """The interval of ``a["split"] − b["split"]`` from each split's own interval (MOVER, Zou and
-    Donner 2008: Newcombe's construction carried one level up; the two splits independent)."""
-    d = a["split"] - b["split"]
-    return (d - math.hypot(a["split"] - a["ci_low"], b["ci_high"] - b["split"]),
-            d + math.hypot(a["ci_high"] - a["split"], b["split"] - b["ci_low"]))
-
-
 def behaviour_recovery(answers: pd.DataFrame, aligned: dict, best_lam: float, *, confidence: float = 0.95) -> dict:
     """The behavioural dealignment drop and the share of it that steering recovers at ``best_lam``.
 
@@ -199,12 +160,13 @@ def behaviour_recovery(answers: pd.DataFrame, aligned: dict, best_lam: float, *,
     Returns:
         ``aligned_split``, ``dealigned_split``, ``steered_split`` (refusal on unsafe − over-refusal
         on safe) with their Newcombe intervals; ``drop`` = aligned − dealigned with a MOVER interval
-        (:func:`difference_interval`), its Agresti-Caffo ``drop_se``, ``drop_mde`` and ``drop_resolvable``;
+        (:func:`driftlib.stats.behaviour.split_difference_interval`), its Agresti-Caffo ``drop_se``, ``drop_mde`` and ``drop_resolvable``;
         ``gain`` = steered − dealigned with ``gain_se``; ``share`` = gain / drop with its Fieller
         interval and ``defined``/``note`` (:func:`driftlib.stats.gap.gap_share`: undefined when the
         drop is below its MDE). Aligned and dealigned answers are treated as independent samples
         (they answer the same prompts, so this is conservative when their verdicts correlate).
     """
+    from driftlib.stats.behaviour import refusal_split, split_difference_interval, split_from_counts
     from driftlib.stats.gap import gap_share
     from driftlib.stats.power import minimum_detectable_effect
 
@@ -220,7 +182,7 @@ def behaviour_recovery(answers: pd.DataFrame, aligned: dict, best_lam: float, *,
     a = split_from_counts(int(aligned["refused_unsafe"]), int(aligned["n_unsafe"]), int(aligned["refused_safe"]),
                           int(aligned["n_safe"]), confidence)
     d0, s = at(0.0), at(float(best_lam))
-    drop, (lo, hi) = a["split"] - d0["split"], difference_interval(a, d0)
+    drop, (lo, hi) = a["split"] - d0["split"], split_difference_interval(a, d0)
     drop_se = math.hypot(a["se"], d0["se"])
     mde = minimum_detectable_effect(drop_se, alpha=1 - confidence) if np.isfinite(drop_se) else float("nan")
     gain, gain_se = s["split"] - d0["split"], math.hypot(s["se"], d0["se"])
@@ -235,5 +197,4 @@ def behaviour_recovery(answers: pd.DataFrame, aligned: dict, best_lam: float, *,
             "share_ci_low": share.ci_low, "share_ci_high": share.ci_high, "defined": share.defined, "note": note}
 
 
-__all__ = ["behaviour_recovery", "difference_interval", "evaluate_recovery", "recovery_key", "recovery_note",
-           "recovery_rate", "refusal_split", "split_from_counts"]
+__all__ = ["behaviour_recovery", "evaluate_recovery", "recovery_key", "recovery_note", "recovery_rate"]

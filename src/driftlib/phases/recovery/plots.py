@@ -92,7 +92,7 @@ def recovery_behaviour(table: pd.DataFrame, answers: list, path: str | Path) -> 
     ``table``: :func:`driftlib.phases.recovery.summary.behaviour_table`; ``answers``: the answer tables.
     """
     from driftlib.core.artifacts import read_table
-    from driftlib.phases.recovery.evaluate import refusal_split
+    from driftlib.stats.behaviour import refusal_split
 
     plt = pyplot()
     models = sorted(table["model"].unique())
