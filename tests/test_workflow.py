@@ -319,6 +319,11 @@ def test_comparing_operators_adds_their_phase_3_jobs_and_reruns_the_sweeps_of_ph
                     "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1,
                     "recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1,
                     "all": 1}
+    # with the sources' conditions mapped into each target: one map_condition job per pair, and phase 4's
+    # steered runs read those instead of the target's own condition (the same jobs re-run)
+    mapped = planned_after(finished, lambda c: (c["steering"].update(compare=["conditional", "ablate"]),
+                                                c.setdefault("cross_arch", {}).update(condition="mapped")))
+    assert mapped == {**jobs, "map_condition": 2}
 
 
 #: every rule that steers (sweeps, cost, agents), with everything downstream of them; and phase 1's

@@ -467,6 +467,25 @@ def compared_steering_args(wildcards, input):
     return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
 
 
+def transfer_condition(wildcards):
+    """The input function of phase 4's steered runs (a target's sweep and answers): the target's own
+    phase-3 condition, or with cross_arch.condition mapped each source's condition mapped into the
+    target, when the conditional operator is compared (none otherwise)."""
+    if "conditional" not in COMPARED:
+        return {}
+    if CROSS["condition"] == "mapped":
+        return {"mapped_conditions": pairs_into("mapped_condition.safetensors", "target")(wildcards)}
+    return {"condition": condition_file(wildcards.target)}
+
+
+def transfer_steering_args(wildcards, input):
+    """compared_steering_args() with phase 4's conditions (transfer_condition)."""
+    args = steering_args() + (" --compare " + " ".join(COMPARED) if COMPARED else "")
+    if "mapped_conditions" in input.keys():
+        return f"{args} --mapped-conditions {' '.join(input.mapped_conditions)}"
+    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
+
+
 def own_files(name):
     """The target's phase-3 `name` file under the main operator and under each compared one."""
     return lambda wildcards: [f"{operator_dir(wildcards.target, op)}/{name}" for op in [STEER["operator"], *COMPARED]]

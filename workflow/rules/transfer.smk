@@ -5,7 +5,8 @@
 # transfer/into/{target}/, vectors named {source}/{method}/{kind}[/{operator}]), the efficiency per
 # pair and operator against the target's own vector under the same operator (phase 3's files), with
 # behaviour.transfer each target's answers unsteered and under each source's mapped vector at its best
-# lambda, and the source x target matrix.
+# lambda, and the source x target matrix. The conditional operator's condition in a target is the
+# target's own (phase 3) or, with cross_arch.condition mapped, each source's mapped in (map_condition).
 
 PAIR_DIR = f"{RESULTS}/transfer/{{source}}/{{target}}"
 #: every model some other model's vector is mapped into
@@ -105,9 +106,31 @@ rule fit_maps:
         "--out-matching {output.matching} > {log} 2>&1"
 
 
+rule map_condition:
+    input:
+        source_condition=lambda wildcards: condition_file(wildcards.source),
+        target_condition=lambda wildcards: condition_file(wildcards.target),
+        maps=f"{PAIR_DIR}/maps.safetensors",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        code=code("map-condition"),
+    output:
+        f"{PAIR_DIR}/mapped_condition.safetensors",
+    params:
+        confidence=config["aqi"]["confidence"],
+    log:
+        f"{RESULTS}/logs/map_condition/{{source}}-{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/map_condition/{{source}}-{{target}}.tsv"
+    conda:
+        ENV
+    shell:
+        "driftlib map-condition --source-condition {input.source_condition} --target-condition {input.target_condition} "
+        "--maps {input.maps} --prompts {input.prompts} --confidence {params.confidence} --out {output} > {log} 2>&1"
+
+
 rule transfer_sweep:
     input:
-        unpack(compared_condition("target")),
+        unpack(transfer_condition),
         prompts=f"{RESULTS}/data/prompts.parquet",
         mapped=pairs_into("mapped_vectors.safetensors", "target"),
         neutral=local_file(STEER["cost"]["neutral"]),
@@ -117,7 +140,7 @@ rule transfer_sweep:
         sweep=f"{TARGET_DIR}/sweep.safetensors",
         cost=f"{TARGET_DIR}/cost.parquet",
     params:
-        steering=compared_steering_args,
+        steering=transfer_steering_args,
         model=target_model_options,
         methods=" ".join(CROSS["methods"]),
         measure=layer_args(STEER["measure_layers"]),
@@ -201,7 +224,7 @@ rule transfer_efficiency:
 
 rule transfer_answers:
     input:
-        unpack(compared_condition("target")),
+        unpack(transfer_condition),
         prompts=f"{RESULTS}/data/prompts.parquet",
         mapped=pairs_into("mapped_vectors.safetensors", "target"),
         fits=pairs_into("fit.parquet", "target"),
@@ -211,7 +234,7 @@ rule transfer_answers:
     output:
         f"{TARGET_DIR}/answers.parquet",
     params:
-        steering=compared_steering_args,
+        steering=transfer_steering_args,
         model=target_model_options,
         matrix_method=CROSS["matrix_method"],
         max_new_tokens=config["behaviour"]["max_new_tokens"],

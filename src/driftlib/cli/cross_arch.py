@@ -1,5 +1,5 @@
 """Phase 4 commands: ``prepare-anchors``, ``fit-maps``, ``transfer-sweep``, ``transfer-efficiency``,
-``transfer-answers``, ``summarize-transfer``."""
+``transfer-answers``, ``map-condition``, ``summarize-transfer``."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def transfer_sweep(a: argparse.Namespace) -> None:
 
     transfer_sweep(source=source(a), name=a.name, mapped=a.mapped, methods=a.methods, steering=steering(a),
                    lambdas=a.lambdas, texts=a.texts, read=read(a), cost=cost(a), batch_size=a.batch_size,
-                   seed=a.seed, out=a.out, cost_out=a.cost_out, compare=a.compare, condition=a.condition)
+                   seed=a.seed, out=a.out, cost_out=a.cost_out, compare=a.compare, condition=a.condition,
+                   mapped_conditions=a.mapped_conditions)
 
 
 def transfer_answers(a: argparse.Namespace) -> None:
@@ -56,7 +57,13 @@ def transfer_answers(a: argparse.Namespace) -> None:
     transfer_answers(source=source(a), name=a.name, mapped=a.mapped, fits=a.fits, efficiencies=a.efficiencies,
                      steering=steering(a), prompts=a.prompts, matrix_method=a.matrix_method,
                      max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, max_length=a.max_length, out=a.out,
-                     compare=a.compare, condition=a.condition)
+                     compare=a.compare, condition=a.condition, mapped_conditions=a.mapped_conditions)
+
+
+def map_condition(a: argparse.Namespace) -> None:
+    from driftlib.phases.cross_arch.evaluate import map_pair_condition
+
+    map_pair_condition(a.source_condition, a.target_condition, a.maps, a.prompts, confidence=a.confidence, out=a.out)
 
 
 def transfer_efficiency(a: argparse.Namespace) -> None:
@@ -93,6 +100,11 @@ def _fit_maps_parser(sub) -> None:
         p.add_argument(f"--{name}", required=True)
 
 
+def mapped_conditions_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mapped-conditions", nargs="*", default=[],
+                   help="each source's condition mapped into this target (map-condition), instead of --condition")
+
+
 def _transfer_sweep_parser(sub) -> None:
     p = command(sub, "transfer-sweep", transfer_sweep,
                 "phase 4: a target steered with every source's mapped vectors and controls, and their cost")
@@ -102,7 +114,9 @@ def _transfer_sweep_parser(sub) -> None:
     p.add_argument("--methods", nargs="+", required=True)
     steering_options(p, inject_default=[0.5])
     p.add_argument("--compare", nargs="*", default=[],
-                   help="operators also swept, side by side (steering.compare; a gated one needs --condition)")
+                   help="operators also swept, side by side (steering.compare; a gated one needs --condition "
+                        "or --mapped-conditions)")
+    mapped_conditions_option(p)
     read_options(p)
     cost_options(p)
     p.add_argument("--cost-out", required=True)
@@ -120,9 +134,21 @@ def _transfer_answers_parser(sub) -> None:
     p.add_argument("--matrix-method", default="best", help="best, or one map method (as summarize-transfer)")
     steering_options(p, inject_default=[0.5])
     p.add_argument("--compare", nargs="*", default=[], help="the operators the transfer sweep compared")
+    mapped_conditions_option(p)
     p.add_argument("--max-new-tokens", type=int, default=24)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=256)
+    p.add_argument("--out", required=True)
+
+
+def _map_condition_parser(sub) -> None:
+    p = command(sub, "map-condition", map_condition,
+                "phase 4: a source's condition mapped into a target by each map method, scored on the target")
+    p.add_argument("--source-condition", required=True, help="the source's fit-condition file")
+    p.add_argument("--target-condition", required=True, help="the target's fit-condition file (its evaluation states)")
+    p.add_argument("--maps", required=True, help="the pair's fit-maps file")
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--confidence", type=float, default=0.95)
     p.add_argument("--out", required=True)
 
 
@@ -139,6 +165,7 @@ def register(sub) -> None:
 
     _transfer_sweep_parser(sub)
     _transfer_answers_parser(sub)
+    _map_condition_parser(sub)
 
     p = command(sub, "transfer-efficiency", transfer_efficiency, "phase 4: efficiency of each mapped vector and its controls")
     for name in ("transfer-sweep", "transfer-aqi", "transfer-cost", "prompts"):

@@ -21,7 +21,8 @@ import numpy as np
 from driftlib.core.errors import DataError
 from driftlib.stats.behaviour import wilson_interval
 
-__all__ = ["Condition", "ConditionAccuracy", "condition_accuracy", "fit_condition", "load_condition", "save_condition"]
+__all__ = ["Condition", "ConditionAccuracy", "condition_accuracy", "condition_arrays", "fit_condition", "load_condition",
+           "map_condition", "save_condition"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,34 @@ def fit_condition(states: Any, unsafe: Any, *, layer: int) -> Condition:
                      calibration_accuracy=float(bal[pick]), n_calibration=int(len(u)))
 
 
+def map_condition(unsafe_mean: Any, safe_mean: Any, affine: Any, *, layer: int, n_calibration: int = 0) -> Condition:
+    """A source model's condition carried into a target model by an affine map of states.
+
+    The class means of the source's calibration prompts (at the source block the map reads) are
+    mapped into the target (``affine.transform``, :class:`driftlib.stats.maps.LinearMap`); the
+    direction is their unit difference (unsafe minus safe), as :func:`fit_condition` takes it, and
+    the threshold the projection of their midpoint. No target label is used: the condition is the
+    source's, seen through the map.
+
+    Args:
+        unsafe_mean, safe_mean: ``[d_s]`` the source's calibration class means.
+        affine: the map source -> target (``transform([n, d_s]) -> [n, d_t]``).
+        layer: the target block the mapped condition is read at (the map's target layer).
+        n_calibration: how many source calibration prompts the means came from (recorded).
+
+    Raises:
+        DataError: the mapped means coincide (no direction).
+    """
+    means = affine.transform(np.stack([np.asarray(unsafe_mean, np.float64), np.asarray(safe_mean, np.float64)]))
+    diff = means[0] - means[1]
+    length = float(np.linalg.norm(diff))
+    if not length > 0:
+        raise DataError("condition: the mapped class means coincide; no direction to read")
+    c = diff / length
+    return Condition(layer=int(layer), direction=c.astype(np.float32), threshold=float(means.mean(axis=0) @ c),
+                     n_calibration=int(n_calibration))
+
+
 def condition_accuracy(condition: Condition, states: Any, unsafe: Any, *, confidence: float = 0.95) -> ConditionAccuracy:
     """How well ``condition`` picks the unsafe prompts among ``states [n, d]`` (labels ``unsafe [n]``)."""
     X, u = _check(states, unsafe)
@@ -141,11 +170,14 @@ def condition_accuracy(condition: Condition, states: Any, unsafe: Any, *, confid
                              n=int(len(u)))
 
 
-def save_condition(path: Any, condition: Condition, metadata: dict[str, Any] | None = None) -> None:
-    """Write a condition (its direction as a tensor, the rest as metadata), atomically."""
+def save_condition(path: Any, condition: Condition, metadata: dict[str, Any] | None = None,
+                   arrays: dict[str, Any] | None = None) -> None:
+    """Write a condition (its direction as a tensor, the rest as metadata), atomically; ``arrays``:
+    further float32 tensors kept beside it (:func:`condition_arrays` reads them)."""
     from driftlib.core.artifacts import save_tensors
 
-    save_tensors(path, {"direction": np.asarray(condition.direction, dtype=np.float32)}, metadata={
+    extra = {k: np.asarray(v, dtype=np.float32) for k, v in (arrays or {}).items()}
+    save_tensors(path, {"direction": np.asarray(condition.direction, dtype=np.float32), **extra}, metadata={
         **(metadata or {}), "layer": condition.layer, "threshold": condition.threshold,
         "pooling": condition.pooling, "calibration_accuracy": condition.calibration_accuracy,
         "n_calibration": condition.n_calibration})
@@ -165,3 +197,15 @@ def load_condition(path: Any, *, producer: str | None = "fit_condition") -> tupl
                      calibration_accuracy=float(meta.get("calibration_accuracy", math.nan)),
                      n_calibration=int(meta.get("n_calibration", 0)))
     return cond, meta
+
+
+def condition_arrays(path: Any, names: Any, *, producer: str | None = "fit_condition") -> dict[str, np.ndarray]:
+    """The tensors ``names`` kept beside a condition (:func:`save_condition`'s ``arrays``)."""
+    from driftlib.core.artifacts import load_tensors
+    from driftlib.core.errors import ArtifactError
+
+    arrays, _ = load_tensors(path, producer=producer)
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise ArtifactError(f"{path}: no {', '.join(missing)} beside the condition. Re-run {producer}.")
+    return {n: arrays[n] for n in names}

@@ -142,6 +142,79 @@ def fit_pair(source_anchors: str | Path, target_anchors: str | Path, source_vect
     return table
 
 
+def map_pair_condition(source_condition: str | Path, target_condition: str | Path, maps: str | Path,
+                       prompts: str | Path, *, confidence: float = 0.95, out: str | Path) -> dict:
+    """The source's condition mapped into the target by each map method (``cross_arch.condition: mapped``).
+
+    For each method of the pair's ``fit_maps`` file, the map that reads the target's condition block
+    (a target injection block; its source block is the matched one) carries the source's calibration
+    class means at that source block into the target (:func:`driftlib.stats.condition.map_condition`:
+    direction and threshold from the mapped means, no target label). Its accuracy is measured on the
+    target's own states of the evaluation prompts at that block (kept beside the target's
+    ``fit-condition`` file), with a Wilson interval. Writes one file: a ``{method}.direction`` tensor
+    per method; metadata ``source``, ``target``, ``layer``, ``source_layer`` and, per method, the
+    threshold and the accuracy record (``conditions``). Returns that metadata.
+
+    Raises:
+        ConfigError: the target's condition block is not an injection block (no map reads it).
+    """
+    from driftlib.core.artifacts import save_tensors
+    from driftlib.core.errors import ConfigError
+    from driftlib.datasets.prompts import PROMPT_COLUMNS
+    from driftlib.stats.condition import condition_accuracy, condition_arrays, load_condition, map_condition
+    from driftlib.stats.maps import load_maps
+
+    src_cond, src_meta = load_condition(source_condition)
+    tgt_cond, tgt_meta = load_condition(target_condition)
+    means = condition_arrays(source_condition, ["calibration_unsafe_mean", "calibration_safe_mean"])
+    ev_states = condition_arrays(target_condition, ["evaluation_states"])["evaluation_states"]
+    fitted = load_maps(maps)
+    raw = load_tensors(maps, producer="fit_maps")[1]
+    meta = {k: decode_metadata_value(v) for k, v in raw.items()}
+    layer = int(tgt_cond.layer)
+    if layer not in meta["target_layers"]:
+        raise ConfigError(f"cross_arch.condition: mapped needs the target's condition block ({layer}) to be one of "
+                          f"its injection blocks {meta['target_layers']} (only those have maps); set "
+                          "steering.condition.layer to null or use cross_arch.condition: target")
+    source_layer = int(meta["source_layers"][meta["target_layers"].index(layer)])
+    ev = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")[0]
+    if len(ev) != ev_states.shape[0]:
+        raise ArtifactError(f"{target_condition}: {ev_states.shape[0]} evaluation states for {len(ev)} prompts; "
+                            "re-run fit_condition")
+    unsafe = (ev["safety_label"] == "unsafe").to_numpy()
+    tensors, conditions = {}, {}
+    for method in meta["methods"]:
+        cond = map_condition(means["calibration_unsafe_mean"][source_layer], means["calibration_safe_mean"][source_layer],
+                             fitted[f"{method}/L{source_layer}->L{layer}"], layer=layer,
+                             n_calibration=src_cond.n_calibration)
+        acc = condition_accuracy(cond, ev_states, unsafe, confidence=confidence)
+        tensors[f"{method}.direction"] = cond.direction
+        conditions[method] = {"threshold": cond.threshold, **acc.record()}
+        logger.info("%s -> %s, %s: mapped condition at L%d -> L%d, evaluation accuracy %.3f [%.3f, %.3f] "
+                    "(the target's own: %.3f)", meta["source"], meta["target"], method, source_layer, layer,
+                    acc.accuracy, acc.ci_low, acc.ci_high, float(tgt_meta.get("condition_accuracy", float("nan"))))
+    record = {"source": meta["source"], "target": meta["target"], "layer": layer, "source_layer": source_layer,
+              "conditions": conditions, "confidence": confidence,
+              "target_condition_accuracy": float(tgt_meta.get("condition_accuracy", float("nan"))),
+              "source_condition_accuracy": float(src_meta.get("condition_accuracy", float("nan")))}
+    save_tensors(out, tensors, metadata=record)
+    return record
+
+
+def load_mapped_conditions(path: str | Path) -> tuple[str, dict]:
+    """``(source, {method: (Condition, accuracy record)})`` from a :func:`map_pair_condition` file."""
+    from driftlib.stats.condition import Condition
+
+    arrays, raw = load_tensors(path, producer="map_condition")
+    meta = {k: decode_metadata_value(v) for k, v in raw.items()}
+    out = {}
+    for method, rec in (meta.get("conditions") or {}).items():
+        cond = Condition(layer=int(meta["layer"]), direction=arrays[f"{method}.direction"],
+                         threshold=float(rec["threshold"]))
+        out[method] = (cond, {k: v for k, v in rec.items() if k != "threshold"})
+    return str(meta.get("source", "")), out
+
+
 # --------------------------------------------------------------------------------------------
 # step 3: efficiency per method
 
@@ -185,7 +258,8 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     compared with the own vector under the same operator. Every operator shares the unsteered state
     (lambda 0 steers nothing). Rows carry the mapped vector's ``vector_stability`` (the source
     vector's, NaN for the controls), the own vector's ``own_stability`` and, for the conditional
-    operator, the condition's accuracy on the evaluation prompts.
+    operator, the condition's accuracy on the evaluation prompts and where it came from
+    (``condition_source``: ``target``, fitted in the target; ``mapped``, the source's mapped in).
     """
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.stats.selection import best_in_bound, overall_curve, states_at
@@ -208,7 +282,9 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     primary = 0  # the first measure layer is the primary one
     h0 = states_at(t_arrays, transfer_key(source, t_meta["methods"][0], "mapped"), t_lams, 0.0, primary, transfer_sweep)
     stability, operators = t_meta.get("stability") or {}, t_meta.get("operators") or {}
-    condition = t_meta.get("condition") or {}
+    # the conditional operator's condition: the target's own (one record), or each source's mapped one
+    # (``cross_arch.condition: mapped``; one record per vector)
+    condition, per_vector = t_meta.get("condition") or {}, t_meta.get("conditions") or {}
     rows = []
     for o_path, o_aqi_path, o_cost_path in zip(own_sweeps, own_aqis, own_costs):
         o_arrays, o_raw = load_tensors(o_path, producer="sweep_same_arch")
@@ -237,7 +313,7 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
                 eff = transfer_efficiency(h0, h, h_own, y, method=method, n_components=n_components,
                                           n_boot=n_boot, confidence=confidence, seed=seed)
                 operator = operators.get(key, op or t_meta.get("operator", "add"))
-                cond = condition if operator == "conditional" else {}
+                cond = per_vector.get(key, condition) if operator == "conditional" else {}
                 rows.append({"source": source, "target": t_meta.get("model", ""), "method": m, "operator": operator,
                              "vector": vector, "lam": float(lam), "own_lam": float(own_lam),
                              "layer": int(t_meta["measure_layers"][primary]),
@@ -254,6 +330,7 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
                              "condition_accuracy": float(cond.get("condition_accuracy", float("nan"))),
                              "condition_ci_low": float(cond.get("condition_ci_low", float("nan"))),
                              "condition_ci_high": float(cond.get("condition_ci_high", float("nan"))),
+                             "condition_source": (t_meta.get("condition_source") or "target") if cond else "",
                              "note": "; ".join(x for x in (eff["note"], best.note if vector == "mapped" else "") if x)})
     table = pd.DataFrame(rows)
     if out is not None:
@@ -264,4 +341,4 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     return table
 
 
-__all__ = ["evaluate_pair", "fit_pair"]
+__all__ = ["evaluate_pair", "fit_pair", "load_mapped_conditions", "map_pair_condition"]

@@ -81,7 +81,10 @@ def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, cal
     """The condition of conditional steering for one model: its direction and threshold fitted on
     the calibration prompts' states at the condition layer (last real token), and its accuracy on
     the evaluation prompts, with a Wilson interval (stored in the file's metadata). Both prompt sets
-    are read as ``render`` says (``raw`` | ``chat``), as the sweeps read them."""
+    are read as ``render`` says (``raw`` | ``chat``), as the sweeps read them. Kept beside it: the
+    calibration class means at every block (``calibration_unsafe_mean``/``calibration_safe_mean``
+    ``[L, d]``) and the evaluation prompts' states at the condition block (``evaluation_states``
+    ``[n, d]``), so that phase 4 can map the condition into another model and score it there."""
     from driftlib.core.artifacts import read_table
     from driftlib.core.layerspec import resolve_layers
     from driftlib.datasets.prompts import PROMPT_COLUMNS
@@ -99,15 +102,21 @@ def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, cal
     inject = resolve_layers(list(steering.layers), depth, key="steering.layers")
     block = min(inject) if layer is None else resolve_layers([layer], depth, key="steering.condition.layer")[0]
 
-    def states(table):
+    def states(table, blocks):
         texts = format_prompts(tokenizer, table["text"].tolist(), render, template_tokenizer=template)
-        return extract_hidden_states(model, tokenizer, texts, [block], pooling="last",
+        return extract_hidden_states(model, tokenizer, texts, blocks, pooling="last",
                                      batch_size=batch_size, max_length=max_length,
-                                     model_name=f"{name} (condition)")[:, 0, :]
+                                     model_name=f"{name} (condition)")
 
-    condition = fit(states(cal), (cal["safety_label"] == "unsafe").to_numpy(), layer=block)
-    acc = condition_accuracy(condition, states(ev), (ev["safety_label"] == "unsafe").to_numpy(), confidence=confidence)
-    save_condition(out, condition, metadata={
+    # the calibration states at every block: their class means let phase 4 map this condition into
+    # another model through a map that reads any block (stats.condition.map_condition)
+    cal_states, unsafe = states(cal, list(range(depth))), (cal["safety_label"] == "unsafe").to_numpy()
+    ev_states = states(ev, [block])[:, 0, :]
+    condition = fit(cal_states[:, block, :], unsafe, layer=block)
+    acc = condition_accuracy(condition, ev_states, (ev["safety_label"] == "unsafe").to_numpy(), confidence=confidence)
+    arrays = {"calibration_unsafe_mean": cal_states[unsafe].mean(axis=0),
+              "calibration_safe_mean": cal_states[~unsafe].mean(axis=0), "evaluation_states": ev_states}
+    save_condition(out, condition, arrays=arrays, metadata={
         "model": name, "model_source": source.path, "inject_layers": inject, "render": render, **acc.record(), "confidence": confidence,
         "calibration_fingerprint": cal_meta.get("dataset_fingerprint", ""),
         "dataset_fingerprint": ev_meta.get("dataset_fingerprint", "")})
