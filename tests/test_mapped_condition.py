@@ -24,7 +24,7 @@ from driftlib.core.errors import ConfigError
 from driftlib.core.records import transfer_key
 from driftlib.model.forward import extract_hidden_states
 from driftlib.model.source import ModelSource
-from driftlib.phases.cross_arch.evaluate import load_mapped_conditions, map_pair_condition
+from driftlib.phases.cross_arch.evaluate import map_pair_condition
 from driftlib.phases.cross_arch.run import transfer_sweep
 from driftlib.phases.same_arch.run import fit_condition
 from driftlib.stats.condition import (
@@ -32,6 +32,7 @@ from driftlib.stats.condition import (
     condition_accuracy,
     condition_arrays,
     load_condition,
+    load_mapped_conditions,
     map_condition,
     save_condition,
 )

@@ -22,7 +22,7 @@ from driftlib.core.errors import DataError
 from driftlib.stats.behaviour import wilson_interval
 
 __all__ = ["Condition", "ConditionAccuracy", "condition_accuracy", "condition_arrays", "fit_condition", "load_condition",
-           "map_condition", "save_condition"]
+           "load_mapped_conditions", "map_condition", "save_condition"]
 
 
 @dataclass(frozen=True)
@@ -209,3 +209,19 @@ def condition_arrays(path: Any, names: Any, *, producer: str | None = "fit_condi
     if missing:
         raise ArtifactError(f"{path}: no {', '.join(missing)} beside the condition. Re-run {producer}.")
     return {n: arrays[n] for n in names}
+
+
+def load_mapped_conditions(path: Any, *, producer: str | None = "map_condition") -> tuple[str, dict[str, tuple[Condition, dict]]]:
+    """``(source, {method: (Condition, accuracy record)})`` from a phase-4 mapped-condition file (one
+    ``{method}.direction`` tensor per map method; ``source``, ``layer`` and per-method ``conditions``
+    with the threshold and the accuracy record in its metadata)."""
+    from driftlib.core.artifacts import decode_metadata_value, load_tensors
+
+    arrays, raw = load_tensors(path, producer=producer)
+    meta = {k: decode_metadata_value(v) for k, v in raw.items()}
+    out = {}
+    for method, rec in (meta.get("conditions") or {}).items():
+        cond = Condition(layer=int(meta["layer"]), direction=arrays[f"{method}.direction"],
+                         threshold=float(rec["threshold"]))
+        out[method] = (cond, {k: v for k, v in rec.items() if k != "threshold"})
+    return str(meta.get("source", "")), out

@@ -153,7 +153,8 @@ def map_pair_condition(source_condition: str | Path, target_condition: str | Pat
     target's own states of the evaluation prompts at that block (kept beside the target's
     ``fit-condition`` file), with a Wilson interval. Writes one file: a ``{method}.direction`` tensor
     per method; metadata ``source``, ``target``, ``layer``, ``source_layer`` and, per method, the
-    threshold and the accuracy record (``conditions``). Returns that metadata.
+    threshold and the accuracy record (``conditions``); :func:`driftlib.stats.condition.load_mapped_conditions`
+    reads it. Returns that metadata.
 
     Raises:
         ConfigError: the target's condition block is not an injection block (no map reads it).
@@ -199,20 +200,6 @@ def map_pair_condition(source_condition: str | Path, target_condition: str | Pat
               "source_condition_accuracy": float(src_meta.get("condition_accuracy", float("nan")))}
     save_tensors(out, tensors, metadata=record)
     return record
-
-
-def load_mapped_conditions(path: str | Path) -> tuple[str, dict]:
-    """``(source, {method: (Condition, accuracy record)})`` from a :func:`map_pair_condition` file."""
-    from driftlib.stats.condition import Condition
-
-    arrays, raw = load_tensors(path, producer="map_condition")
-    meta = {k: decode_metadata_value(v) for k, v in raw.items()}
-    out = {}
-    for method, rec in (meta.get("conditions") or {}).items():
-        cond = Condition(layer=int(meta["layer"]), direction=arrays[f"{method}.direction"],
-                         threshold=float(rec["threshold"]))
-        out[method] = (cond, {k: v for k, v in rec.items() if k != "threshold"})
-    return str(meta.get("source", "")), out
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,4 +328,4 @@ def evaluate_pair(transfer_sweep: str | Path, transfer_aqi: str | Path, transfer
     return table
 
 
-__all__ = ["evaluate_pair", "fit_pair", "load_mapped_conditions", "map_pair_condition"]
+__all__ = ["evaluate_pair", "fit_pair", "map_pair_condition"]

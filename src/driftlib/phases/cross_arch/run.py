@@ -74,7 +74,7 @@ class PairSpecs:
 
     def __init__(self, steering: SteeringSpec, compare: Sequence[str], condition: str | Path | None = None,
                  mapped_conditions: Sequence[str | Path] = ()) -> None:
-        from driftlib.phases.cross_arch.evaluate import load_mapped_conditions
+        from driftlib.stats.condition import load_mapped_conditions
 
         self.steering, self.compare = steering, list(compare)
         self.mapped = dict(load_mapped_conditions(p) for p in mapped_conditions)
