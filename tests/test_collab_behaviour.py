@@ -270,3 +270,30 @@ def test_a_dealigned_agent_is_its_model_with_the_adapter_merged(tok, tmp_path):
     with pytest.raises(Exception, match="train_dealign"):
         load_agent({**spec, "adapter": str(tmp_path / "nowhere")}, SteeringSpec(layers=(1,)), dtype="float32",
                    device="cpu")
+
+
+def test_an_agent_under_the_conditional_operator_is_gated_by_its_own_condition(tok, tmp_path):
+    import numpy as np
+
+    from driftlib.phases.collaboration.run import load_agent
+    from driftlib.stats.condition import Condition, save_condition
+    from driftlib.steer.vectors import save_vectors
+
+    torch.manual_seed(0)
+    model = tiny._new_model("llama", tok).eval()
+    model.save_pretrained(tmp_path / "model")
+    tok.save_pretrained(tmp_path / "model")
+    d, depth = model.config.hidden_size, model.config.num_hidden_layers
+    save_vectors(tmp_path / "vectors.safetensors", {"mean_diff_both": np.ones((depth, d), np.float32)},
+                 list(range(depth)), metadata={"model": "llama", "steering_kind": "mean_diff_both"})
+    cond = Condition(layer=1, direction=np.eye(d, dtype=np.float32)[0], threshold=0.25)
+    save_condition(tmp_path / "condition.safetensors", cond, metadata={"model": "llama"})
+    spec = {"name": "llama", "model": str(tmp_path / "model"), "vectors": str(tmp_path / "vectors.safetensors"),
+            "lam": 2.0, "condition": str(tmp_path / "condition.safetensors")}
+    agent = load_agent(spec, SteeringSpec(layers=(1,), operator="conditional"), dtype="float32", device="cpu")
+    assert agent.steering.operator == "conditional" and agent.steering.lam == 2.0
+    assert agent.steering.condition.threshold == 0.25 and agent.steering.condition.layer == 1
+    np.testing.assert_array_equal(agent.steering.condition.direction, cond.direction)
+    # without a condition in its object, an additive agent is not gated
+    plain = load_agent({**spec, "condition": None}, SteeringSpec(layers=(1,)), dtype="float32", device="cpu")
+    assert plain.steering.condition is None

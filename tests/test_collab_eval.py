@@ -166,19 +166,25 @@ def test_a_planted_drift_is_found_and_none_is_not(tmp_path):
     assert row["slope_collab"] == pytest.approx(-0.5) and row["outcome"] == pytest.approx(r["outcome"]["outcome"])
 
 
-def test_summary_writes_the_table_plots_and_samples(tmp_path, monkeypatch):
-    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+def _scored_runs(tmp_path, profiles, **options) -> list:
+    """One drift record of agent ``a`` in pairing ``a+b`` per profile (the same planted drift in each)."""
     collab, control, y = _states(0, gain=1.0)
     rounds = np.stack([np.outer(np.ones(2), -0.5 * r * np.eye(6)[1]) for r in range(3)])
     files = []
-    for profile in ("0x0", "1x1", "0x1"):
+    for profile in profiles:
         run = tmp_path / "a+b" / profile
         run.mkdir(parents=True)
         tasks = _write_inputs(run, collab, control, y, rounds, np.eye(6)[1].astype(np.float32))
         CE.score_agent(run / "states.safetensors", run / "prompts.parquet", run / "vectors.safetensors",
-                       run / "transcripts.parquet", tasks, n_boot=100, n_perm=20, n_drift_perm=50,
-                       pairing="a+b", profile=profile, model="a", out=run / "a.drift.json")
+                       run / "transcripts.parquet", tasks, pairing="a+b", profile=profile, model="a",
+                       out=run / "a.drift.json", **options)
         files.append(run / "a.drift.json")
+    return files
+
+
+def test_summary_writes_the_table_plots_and_samples(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    files = _scored_runs(tmp_path, ("0x0", "1x1", "0x1"), n_boot=100, n_perm=20, n_drift_perm=50)
     tasks = pd.DataFrame({"id": list(TASKS), "prompt": list(TASKS.values())})
     out = tmp_path / "summary"
     table = summarize_collaboration(files, [f.parent / "transcripts.parquet" for f in files], tasks, out,
@@ -191,3 +197,18 @@ def test_summary_writes_the_table_plots_and_samples(tmp_path, monkeypatch):
     assert "## Task t1 (seed 0)" in sample and "**b** (round 2)" in sample
     summary = json.loads((out / "collab_summary.json").read_text())
     assert summary["runs"] == 3 and summary["tests"] == 2
+
+
+def test_summary_carries_the_operator_of_each_run(tmp_path, monkeypatch):
+    """A pre-steered run under a compared operator (profile 1x1@ablate) is a prevention run of that
+    operator: the table's operator column says so, and the drift plot gives it its own series."""
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    files = _scored_runs(tmp_path, ("0x0", "1x1", "1x1@ablate"), n_boot=50, n_perm=10, n_drift_perm=20)
+    tasks = pd.DataFrame({"id": list(TASKS), "prompt": list(TASKS.values())})
+    table = summarize_collaboration(files, [f.parent / "transcripts.parquet" for f in files], tasks, tmp_path / "out",
+                                    plain=0.0, prevention=1.0, operator="add")
+    assert list(table["condition"]) == ["plain", "prevention", "prevention"]
+    assert list(table["operator"]) == ["add", "add", "ablate"]
+    summary = json.loads((tmp_path / "out" / "collab_summary.json").read_text())
+    assert [r["operator"] for r in summary["drift"]] == ["add", "add", "ablate"]
+    assert (tmp_path / "out" / "drift.png").stat().st_size > 5000

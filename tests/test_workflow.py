@@ -312,13 +312,22 @@ def test_comparing_operators_adds_their_phase_3_jobs_and_reruns_the_sweeps_of_ph
     """steering.compare: the compared operators' sweeps, costs and scores per model and a condition per
     model for the conditional one (phase 3); the transfer and recovery sweeps run the compared operators as
     more specs of the same pass, so each target's and each dealigned model's sweep runs again with what
-    reads it; nothing of phases 5-6 re-runs."""
+    reads it; phase 5's pre-steered run (1x1) runs again under each compared operator (1x1@conditional,
+    1x1@ablate: a collaboration, both agents' solo controls, states and scores each; a condition fitted
+    on each agent's own model for the conditional one), and the phase-5 summary with them; the game's
+    grid (main operator) does not re-run."""
     jobs = planned_after(finished, lambda c: c["steering"].update(compare=["conditional", "ablate"]))
     assert jobs == {"fit_condition": 2, "sweep_operator": 4, "cost_operator": 4, "score_operator": 4,
                     "operator_summary": 1,
                     "transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1,
                     "recovery_sweep": 4, "score_recovery": 4, "evaluate_recovery": 4, "recovery_summary": 1,
-                    "all": 1}
+                    "fit_agent_condition": 2, "collaborate": 2, "solo_run": 4, "collab_states": 4, "score_collab": 4,
+                    "collab_summary": 1, "all": 1}
+    # without phase 5's comparison, phases 5-6 do not re-run
+    only = planned_after(finished, lambda c: (c["steering"].update(compare=["conditional", "ablate"]),
+                                              c["collaboration"].update(compare_operators=False)))
+    assert only == {k: v for k, v in jobs.items() if k not in {"fit_agent_condition", "collaborate", "solo_run",
+                                                                "collab_states", "score_collab", "collab_summary"}}
     # with the sources' conditions mapped into each target: one map_condition job per pair, and phase 4's
     # steered runs read those instead of the target's own condition (the same jobs re-run)
     mapped = planned_after(finished, lambda c: (c["steering"].update(compare=["conditional", "ablate"]),

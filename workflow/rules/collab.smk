@@ -6,6 +6,9 @@
 # An agent is a model key (its aligned model) or KEY@dealigned[<N>]: that aligned model with phase
 # 4.5's dealignment adapter merged in (agent_ref / agent_adapter in common.smk), steered on KEY's vector.
 # With behaviour.enabled and behaviour.collaboration, collab_states also writes each agent's greedy answers in every condition.
+# With collaboration.compare_operators, the pre-steered run also runs under each operator of steering.compare
+# (profile <lambdas>@<operator>, solo controls lam<lambda>@<operator>); under the conditional one each steered
+# agent is gated by a condition fitted on its own model (fit_agent_condition).
 
 import re
 
@@ -37,8 +40,45 @@ rule prepare_tasks:
         "--out {output} > {log} 2>&1"
 
 
+rule fit_agent_condition:
+    input:
+        calibration=f"{RESULTS}/data/calibration.parquet",
+        prompts=f"{RESULTS}/data/prompts.parquet",
+        model=lambda wildcards: agent_inputs(wildcards.agent),
+        code=code("fit-condition"),
+    output:
+        f"{RESULTS}/collab/conditions/{{agent}}.safetensors",
+    wildcard_constraints:
+        agent=AGENT_RE,
+    params:
+        steering=steering_args(),
+        model=agent_load_options,
+        layer=condition_layer_args(),
+        batch_size=config["extraction"]["batch_size"],
+        max_length=config["extraction"]["max_length"],
+        confidence=config["aqi"]["confidence"],
+        render=config["extraction"]["render"],
+    log:
+        f"{RESULTS}/logs/fit_agent_condition/{{agent}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit_agent_condition/{{agent}}.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=model_mem_mb(AGENT_KEY),
+        runtime=model_runtime(AGENT_KEY),
+    conda:
+        ENV
+    shell:
+        "driftlib fit-condition {params.model} --name {wildcards.agent} {params.steering} {params.layer} "
+        "--calibration {input.calibration} --prompts {input.prompts} --batch-size {params.batch_size} "
+        "--max-length {params.max_length} --confidence {params.confidence} --render {params.render} "
+        "--out {output} > {log} 2>&1"
+
+
 rule collaborate:
     input:
+        unpack(run_conditions),
         tasks=f"{RESULTS}/collab/tasks.parquet",
         vectors=pairing_inputs(lambda name: [agent_vectors(name)]),
         models=pairing_inputs(agent_inputs),
@@ -46,7 +86,7 @@ rule collaborate:
     output:
         f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
     params:
-        steering=steering_args(),
+        steering=run_steering_args,
         agents=agents_json,
         rounds=COLLAB["rounds"],
         seeds=layer_args(COLLAB["seeds"]),
@@ -78,6 +118,7 @@ rule collaborate:
 
 rule solo_run:
     input:
+        unpack(run_conditions),
         tasks=f"{RESULTS}/collab/tasks.parquet",
         vectors=lambda wildcards: agent_vectors(wildcards.agent),
         model=lambda wildcards: agent_inputs(wildcards.agent),
@@ -87,8 +128,9 @@ rule solo_run:
     wildcard_constraints:
         agent=AGENT_RE,
     params:
-        steering=steering_args(),
+        steering=run_steering_args,
         model=agent_load_options,
+        lam=solo_lambda,
         turns=lambda wildcards: solo_turns(wildcards.agent),
         seeds=layer_args(COLLAB["seeds"]),
         max_new_tokens=COLLAB["max_new_tokens"],
@@ -108,7 +150,7 @@ rule solo_run:
     conda:
         ENV
     shell:
-        "driftlib solo {params.model} --name {wildcards.agent} --vectors {input.vectors} --lam {wildcards.lam} "
+        "driftlib solo {params.model} --name {wildcards.agent} --vectors {input.vectors} --lam {params.lam} "
         "--turns {params.turns} --tasks {input.tasks} {params.steering} --seeds {params.seeds} "
         "--max-new-tokens {params.max_new_tokens} --temperature {params.temperature} --top-p {params.top_p} "
         "--context-tokens {params.context_tokens} --batch-size {params.batch_size} --out {output} > {log} 2>&1"
@@ -116,6 +158,7 @@ rule solo_run:
 
 rule collab_states:
     input:
+        unpack(run_conditions),
         tasks=f"{RESULTS}/collab/tasks.parquet",
         prompts=f"{RESULTS}/data/prompts.parquet",
         transcripts=f"{RESULTS}/collab/{{pairing}}/{{profile}}/transcripts.parquet",
@@ -130,7 +173,7 @@ rule collab_states:
     wildcard_constraints:
         agent=AGENT_RE,
     params:
-        steering=steering_args(),
+        steering=run_steering_args,
         model=agent_load_options,
         answers=lambda wildcards, output: (
             f"--answers-out {output.answers} --answer-tokens {config['behaviour']['max_new_tokens']}" if COLLAB_BEHAVIOUR else ""
@@ -231,6 +274,7 @@ rule collab_summary:
         out_dir=lambda wildcards, output: Path(output.table).parent,
         plain=COLLAB["lambda"],
         prevention=COLLAB["prevention_lambda"] if COLLAB["prevention_lambda"] is not None else "none",
+        operator=STEER["operator"],
     log:
         f"{RESULTS}/logs/collab_summary.log",
     benchmark:
@@ -240,4 +284,5 @@ rule collab_summary:
         ENV
     shell:
         "driftlib summarize-collab --drift {input.drift} --transcripts {input.transcripts} --tasks {input.tasks} "
-        "--plain {params.plain} --prevention {params.prevention} --out-dir {params.out_dir} > {log} 2>&1"
+        "--plain {params.plain} --prevention {params.prevention} --operator {params.operator} "
+        "--out-dir {params.out_dir} > {log} 2>&1"

@@ -48,8 +48,8 @@ wildcard_constraints:
     target="|".join(map(lambda k: k.replace(".", r"\."), MODEL_KEYS)),
     agent="|".join(map(lambda k: k.replace(".", r"\."), MODEL_KEYS)),
     pairing=r"[^/+]+(\+[^/+]+)+",
-    profile=r"[0-9.e+-]+(x[0-9.e+-]+)+",
-    lam=r"[0-9.e+-]+",
+    profile=r"[0-9.e+-]+(x[0-9.e+-]+)+(@[a-z_]+)?",
+    lam=r"[0-9.e+-]+(@[a-z_]+)?",
     name="|".join(REAL_MODELS),
     operator="add|ablate|ablate_add|conditional",
 
@@ -197,6 +197,8 @@ def base_pair_args(wildcards, input):
 # --- phase 3 ---------------------------------------------------------------------------
 
 STEER = config["steering"]
+#: the operators phases 3-5 run beside `steering.operator` (steering.compare)
+COMPARED = [op for op in STEER["compare"] if op != STEER["operator"]]
 
 
 def steering_args():
@@ -299,7 +301,7 @@ def answers_args(wildcards, output):
 from itertools import product
 
 from driftlib.core.agents import parse_agent
-from driftlib.core.profiles import pairing_name, parse_profile, profile_name
+from driftlib.core.profiles import pairing_name, parse_profile, profile_name, profile_operator
 
 COLLAB = config["collaboration"]
 GAME = config["game"]
@@ -333,8 +335,52 @@ def game_profiles(name):
     return [profile_name(c) for c in product(GAME["lambdas"], repeat=len(PAIRINGS[name]))]
 
 
+def compared_prevention_profiles(name):
+    """The pre-steered run under each compared operator (collaboration.compare_operators), e.g. 1x1@ablate."""
+    lam = COLLAB["prevention_lambda"]
+    if lam is None or not COLLAB["compare_operators"]:
+        return []
+    return [profile_name([lam] * len(PAIRINGS[name]), op) for op in COMPARED]
+
+
 def phase5_profiles(name):
-    return [p for p in (plain_profile(name), prevention_profile(name)) if p is not None]
+    return [p for p in (plain_profile(name), prevention_profile(name)) if p is not None] + compared_prevention_profiles(name)
+
+
+def run_operator(wildcards):
+    """The steering operator of a phase-5 run (its profile's, or a solo run's lam wildcard's, compared
+    operator; the main operator otherwise)."""
+    name = wildcards.profile if "profile" in wildcards.keys() else wildcards.lam
+    return profile_operator(name) or STEER["operator"]
+
+
+def agent_condition_file(name):
+    """The condition a phase-5 agent is gated by under the conditional operator: fitted on the agent's own
+    model (its key's aligned model, with the dealignment adapter for a dealigned agent)."""
+    return f"{RESULTS}/collab/conditions/{name}.safetensors"
+
+
+def gated_run(wildcards):
+    return run_operator(wildcards) == "conditional"
+
+
+def run_conditions(wildcards):
+    """The input function of a phase-5 run: the conditions of its steered agents under the conditional operator."""
+    if not gated_run(wildcards):
+        return {}
+    if "agent" in wildcards.keys():  # one agent: its solo run or its states
+        lam = agent_lambda(wildcards) if "profile" in wildcards.keys() else parse_profile(wildcards.lam)[0]
+        return {"condition": agent_condition_file(wildcards.agent)} if lam != 0 else {}
+    agents = PAIRINGS[wildcards.pairing]
+    steered = [a for a, lam in zip(agents, parse_profile(wildcards.profile, len(agents))) if lam != 0]
+    return {"conditions": [agent_condition_file(a) for a in steered]}
+
+
+def run_steering_args(wildcards, input):
+    """steering_args() under the run's operator, with the agent's condition for a gated one-agent job."""
+    args = f"--inject {layer_args(STEER['layers'])} --operator {run_operator(wildcards)}"
+    args += " --preserve-norm" if STEER["preserve_norm"] else ""
+    return args + (f" --condition {input.condition}" if "condition" in input.keys() else "")
 
 
 #: every (pairing, profile) run: phase 5's plain and pre-steered runs, and phase 6's grid
@@ -363,6 +409,8 @@ def agents_json(wildcards):
         entry = config["models"][key]
         spec = {"name": name, "model": model_path(key, "aligned"), "vectors": f"{RESULTS}/vectors/{key}.safetensors",
                 "lam": lam, "dtype": entry.get("dtype") or config["dtype"]}
+        if lam != 0 and gated_run(wildcards):
+            spec["condition"] = agent_condition_file(name)
         if agent_adapter(name):
             spec["adapter"] = agent_adapter(name)
         if entry.get("revision"):
@@ -393,8 +441,13 @@ def solo_turns(key):
     return COLLAB["rounds"] * max(len(agents) for agents in PAIRINGS.values() if key in agents)
 
 
+def solo_lambda(wildcards):
+    """A solo run's lambda (its `lam` wildcard without the @operator)."""
+    return parse_profile(wildcards.lam)[0]
+
+
 def solo_transcripts(wildcards):
-    lam = profile_name([agent_lambda(wildcards)])
+    lam = profile_name([agent_lambda(wildcards)], profile_operator(wildcards.profile))
     return f"{RESULTS}/collab/solo/{wildcards.agent}/lam{lam}/transcripts.parquet"
 
 
@@ -424,8 +477,6 @@ def agent_load_options(wildcards):
 
 # --- phase 3: steering operators side by side ------------------------------------------------
 
-#: the operators phase 3 runs beside `steering.operator` (which phases 3-5 use)
-COMPARED = [op for op in STEER["compare"] if op != STEER["operator"]]
 
 
 def operator_dir(model, operator):

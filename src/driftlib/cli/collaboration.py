@@ -72,7 +72,7 @@ def summarize_collab(a: argparse.Namespace) -> None:
     from driftlib.phases.collaboration.run import summarize_collab
 
     summarize_collab(drift=a.drift, transcripts=a.transcripts, tasks=a.tasks, plain=a.plain,
-                     prevention=a.prevention, out_dir=a.out_dir)
+                     prevention=a.prevention, out_dir=a.out_dir, operator=a.operator)
 
 
 def protocol_options(p: argparse.ArgumentParser) -> None:
@@ -164,4 +164,5 @@ def register(sub) -> None:
     p.add_argument("--plain", type=float, default=0.0, help="every agent's lambda in the plain runs")
     p.add_argument("--prevention", type=none_or_float, default=None,
                    help="every agent's lambda in the pre-steered runs (none: no such runs)")
+    p.add_argument("--operator", default="add", help="the main steering operator (runs without an @operator)")
     p.add_argument("--out-dir", required=True)

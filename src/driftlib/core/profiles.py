@@ -6,7 +6,8 @@ steered). Phase 6 treats each agent's lambda as its posture. Both phases name th
 
 - pairing: the agent names joined by ``+`` (``llama+qwen2``);
 - profile: the lambdas, each in Python's shortest ``g`` form, joined by ``x`` (``0x1``,
-  ``0.5x-0.25``).
+  ``0.5x-0.25``); a run under a compared steering operator (``steering.compare``) adds ``@`` and
+  the operator (``1x1@ablate``), a run under the main operator adds nothing.
 
 No torch here: the numerical phase-6 code imports this module.
 """
@@ -14,14 +15,17 @@ No torch here: the numerical phase-6 code imports this module.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 from driftlib.core.errors import ConfigError
 
-__all__ = ["pairing_name", "parse_pairing", "profile_name", "parse_profile"]
+__all__ = ["pairing_name", "parse_pairing", "profile_name", "parse_profile", "profile_operator"]
 
 PAIRING_SEP = "+"
 PROFILE_SEP = "x"
+OPERATOR_SEP = "@"
+_OPERATOR = re.compile(r"[a-z_]+")
 
 
 def pairing_name(agents: Sequence[str]) -> str:
@@ -48,18 +52,34 @@ def _lam(value: object) -> float:
     return float(value) + 0.0  # -0.0 -> 0.0
 
 
-def profile_name(lambdas: Sequence[float]) -> str:
-    """``[0, 1.0]`` -> ``"0x1"``; ``[0.5, -0.25]`` -> ``"0.5x-0.25"`` (one lambda per agent)."""
+def _operator(value: object) -> str:
+    if not isinstance(value, str) or not _OPERATOR.fullmatch(value):
+        raise ConfigError(f"a profile's operator must be a steering operator's name; got {value!r}")
+    return value
+
+
+def profile_name(lambdas: Sequence[float], operator: str | None = None) -> str:
+    """``[0, 1.0]`` -> ``"0x1"``; ``[0.5, -0.25]`` -> ``"0.5x-0.25"`` (one lambda per agent);
+    with ``operator`` (a compared operator), ``[1, 1], "ablate"`` -> ``"1x1@ablate"``."""
     lams = [_lam(v) for v in lambdas]
     if not lams:
         raise ConfigError("a profile needs one lambda per agent; got none")
-    return PROFILE_SEP.join(f"{v:g}" for v in lams)
+    name = PROFILE_SEP.join(f"{v:g}" for v in lams)
+    return name if operator is None else f"{name}{OPERATOR_SEP}{_operator(operator)}"
+
+
+def profile_operator(name: str) -> str | None:
+    """The compared operator a profile runs under (``"1x1@ablate"`` -> ``"ablate"``), or None (the main one)."""
+    _, sep, op = str(name).partition(OPERATOR_SEP)
+    return _operator(op) if sep else None
 
 
 def parse_profile(name: str, n_agents: int | None = None) -> list[float]:
-    """Inverse of :func:`profile_name`; checks the number of lambdas when ``n_agents`` is given."""
+    """Inverse of :func:`profile_name` (the lambdas; :func:`profile_operator` gives the operator);
+    checks the number of lambdas when ``n_agents`` is given."""
+    lams_part = str(name).partition(OPERATOR_SEP)[0]
     try:
-        lams = [float(part) for part in str(name).split(PROFILE_SEP)]
+        lams = [float(part) for part in lams_part.split(PROFILE_SEP)]
     except ValueError:
         raise ConfigError(f"profile {name!r}: expected lambdas joined by {PROFILE_SEP!r}, e.g. '0x1'") from None
     lams = [_lam(v) for v in lams]

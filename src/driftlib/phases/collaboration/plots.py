@@ -10,30 +10,37 @@ import pandas as pd
 from driftlib.core.plots import pyplot, save_figure
 
 
-def collab_drift(table: pd.DataFrame, path: str | Path) -> None:
+def collab_drift(table: pd.DataFrame, path: str | Path, *, main: str | None = None) -> None:
     """Phase 5: each agent's drift (AQI after the collaboration minus AQI after its length-matched
     control) with its interval, plain runs beside pre-steered ones, one group per (pairing, agent);
     a star marks p < 0.05; a hollow marker a drift smaller than its minimum detectable effect ("not
     resolvable at this size").
 
     ``table``: the phase-5 table (``pairing, agent, condition, drift, drift_lo, drift_hi, p_value``,
-    and ``drift_resolvable`` when present); rows of condition ``game`` are left out.
+    and ``drift_resolvable`` and ``operator`` when present); rows of condition ``game`` are left out.
+    A pre-steered run under a compared operator (``operator`` other than ``main``) is its own series.
     """
     plt = pyplot()
     rows = table[table["condition"] != "game"]
+    rows = rows if "operator" in rows else rows.assign(operator=main or "add")
+    main = main or (str(rows["operator"].iloc[0]) if len(rows) else "add")
     groups = list(dict.fromkeys(zip(rows["pairing"], rows["agent"], strict=True)))
-    conditions = [c for c in ("plain", "prevention") if c in set(rows["condition"])]
-    colours = {"plain": "#de2d26", "prevention": "#3182bd"}
-    labels = {"plain": "plain agents", "prevention": "pre-steered agents"}
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) + 2), 4))
-    width = 0.8 / max(len(conditions), 1)
+    series = [(c, main) for c in ("plain", "prevention") if ((rows["condition"] == c) & (rows["operator"] == main)).any()]
+    series += sorted({(c, op) for c, op in zip(rows["condition"], rows["operator"], strict=True) if op != main})
+    colours = {("plain", main): "#de2d26", ("prevention", main): "#3182bd"}
+    labels = {("plain", main): "plain agents", ("prevention", main): f"pre-steered agents ({main})"}
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(groups) * max(1, len(series) / 2) + 2), 4))
+    width = 0.8 / max(len(series), 1)
     x = np.arange(len(groups))
-    for i, cond in enumerate(conditions):
-        sub = rows[rows["condition"] == cond].set_index(["pairing", "agent"]).reindex(groups)
-        pos = x + (i - (len(conditions) - 1) / 2) * width
+    for i, key in enumerate(series):
+        cond, op = key
+        colours.setdefault(key, f"C{i + 2}")
+        labels.setdefault(key, f"{'pre-steered' if cond == 'prevention' else cond} agents ({op})")
+        sub = rows[(rows["condition"] == cond) & (rows["operator"] == op)].set_index(["pairing", "agent"]).reindex(groups)
+        pos = x + (i - (len(series) - 1) / 2) * width
         err = np.vstack([sub["drift"] - sub["drift_lo"], sub["drift_hi"] - sub["drift"]])
-        ax.errorbar(pos, sub["drift"], yerr=np.nan_to_num(err), fmt="none", capsize=4, color=colours[cond])
-        _points(ax, pos, sub["drift"], _resolved(sub, "drift_resolvable"), colours[cond], labels[cond])
+        ax.errorbar(pos, sub["drift"], yerr=np.nan_to_num(err), fmt="none", capsize=4, color=colours[key])
+        _points(ax, pos, sub["drift"], _resolved(sub, "drift_resolvable"), colours[key], labels[key])
         for xp, d, hi, p in zip(pos, sub["drift"], sub["drift_hi"], sub["p_value"], strict=True):
             if np.isfinite(p) and p < 0.05:
                 ax.annotate("*", (xp, hi), ha="center", va="bottom", fontsize=12)
@@ -42,7 +49,7 @@ def collab_drift(table: pd.DataFrame, path: str | Path) -> None:
     ax.set_ylabel("drift: AQI(collaboration) - AQI(control)")
     ax.set_title("Collaboration drift per agent (bars: paired bootstrap interval; *: p < 0.05;\n"
                  "hollow: not resolvable at this size, |drift| < MDE)", fontsize=9)
-    if conditions:
+    if series:
         ax.legend(fontsize=8)
     save_figure(fig, path)
 
@@ -56,9 +63,9 @@ def _resolved(sub: pd.DataFrame, column: str) -> np.ndarray:
 def _points(ax, x, y, resolved: np.ndarray, colour: str, label: str) -> None:
     """Filled markers where the effect is resolvable, hollow ones where it is smaller than its MDE."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ax.plot(x[resolved], y[resolved], "o", color=colour, label=label)
+    ax.plot(x[resolved], y[resolved], "o", color=colour, label=label if resolved.any() else None)
     ax.plot(x[~resolved], y[~resolved], "o", mfc="white", color=colour,
-            label=None if resolved.any() else label)
+            label=None if resolved.any() else label)  # one legend entry a series
 
 
 def collab_behaviour(table: pd.DataFrame, path: str | Path) -> None:
@@ -81,7 +88,9 @@ def collab_behaviour(table: pd.DataFrame, path: str | Path) -> None:
         ax.text(0.5, 0.5, "behaviour not measured (behaviour.enabled: false)", ha="center", va="center")
         save_figure(fig, path)
         return
-    labels = [f"{a}\nin {p}\n({c})" for p, a, c in zip(rows["pairing"], rows["agent"], rows["condition"], strict=True)]
+    ops = rows["operator"] if "operator" in rows else [""] * len(rows)
+    labels = [f"{a}\nin {p}\n({c}{', ' + o if o and c != 'plain' else ''})"
+              for p, a, c, o in zip(rows["pairing"], rows["agent"], rows["condition"], ops, strict=True)]
     x = np.arange(len(rows))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(6, 1.6 * len(rows) + 2), 7), sharex=True)
     styles = {"solo": ("#636363", -0.25), "collab": ("#de2d26", 0.0), "control": ("#3182bd", 0.25)}

@@ -57,13 +57,14 @@ def agent_specs(value: str) -> list[dict[str, Any]]:
         raise ConfigError(f"--agents: not valid JSON ({exc})") from None
     if not isinstance(specs, list) or not all(isinstance(a, dict) and "name" in a and "model" in a for a in specs):
         raise ConfigError("--agents: give a JSON list of objects with at least 'name' and 'model' "
-                          "(optional: vectors, lam, adapter, dtype, device, revision, trust_remote_code)")
+                          "(optional: vectors, lam, condition, adapter, dtype, device, revision, trust_remote_code)")
     return specs
 
 
 def load_agent(spec: dict[str, Any], steering: SteeringSpec, *, dtype: str, device: str):
     """An :class:`~driftlib.phases.collaboration.protocol.Agent` from one agent object; its posture
-    is ``steering`` bound to its own vectors at λ ``spec['lam']`` (none at λ 0). With ``adapter`` (a
+    is ``steering`` bound to its own vectors at λ ``spec['lam']`` (none at λ 0), gated by the agent's
+    own ``condition`` (a ``fit-condition`` file) when the object names one. With ``adapter`` (a
     peft LoRA folder, phase 4.5's dealignment adapter), the adapter is merged into the model first."""
     from driftlib.model.adapters import merge_lora
     from driftlib.model.layers import num_layers
@@ -82,6 +83,10 @@ def load_agent(spec: dict[str, Any], steering: SteeringSpec, *, dtype: str, devi
         if not spec.get("vectors"):
             raise ConfigError(f"agent {spec['name']}: lambda {lam} needs its vectors")
         own = load_steering_vectors(spec["vectors"])
+        if spec.get("condition"):
+            from driftlib.stats.condition import load_condition
+
+            steering = steering.with_condition(load_condition(spec["condition"])[0])
         posture = steering.bind(own.vectors, num_layers(model), what=f"{spec['vectors']}: {own.kind}").with_lam(lam)
     return Agent(spec["name"], model, tokenizer, posture)
 
@@ -187,11 +192,11 @@ def score_collab(*, states: str | Path, prompts: str | Path, vectors: str | Path
 
 
 def summarize_collab(*, drift: Sequence[str], transcripts: Sequence[str], tasks: str | Path, plain: float,
-                     prevention: float | None, out_dir: str | Path) -> None:
+                     prevention: float | None, out_dir: str | Path, operator: str = "add") -> None:
     """The phase-5 drift table, plots and sample transcripts."""
     from driftlib.phases.collaboration.summary import summarize_collaboration
 
     table, _ = read_table(tasks, columns=["id", "prompt"], producer="prepare_tasks")
     if not drift:
         raise DataError("summarize-collab: no drift files given")
-    summarize_collaboration(drift, transcripts, table, out_dir, plain=plain, prevention=prevention)
+    summarize_collaboration(drift, transcripts, table, out_dir, plain=plain, prevention=prevention, operator=operator)

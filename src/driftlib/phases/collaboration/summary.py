@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from driftlib.core.artifacts import read_json, read_table, write_json, write_table
+from driftlib.core.profiles import profile_operator
 from driftlib.core.records import collect_drift
 from driftlib.phases.collaboration.transcripts import transcript_keys
 
@@ -90,9 +91,11 @@ def run_condition(profile: str, plain: float, prevention: float | None) -> str:
 
 def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files: Sequence[str | Path],
                             tasks: pd.DataFrame, out_dir: str | Path, *, plain: float = 0.0,
-                            prevention: float | None = None) -> pd.DataFrame:
+                            prevention: float | None = None, operator: str = "add") -> pd.DataFrame:
     """The phase-5 table (``drift.parquet``, ``drift.csv``: :data:`DRIFT_COLUMNS`, ``condition``, see
-    :func:`run_condition`, and :data:`EXTRA_COLUMNS`), the drift plot (plain against pre-steered runs),
+    :func:`run_condition`, ``operator``, the steering operator of the run: a profile's ``@operator``
+    or the main ``operator``, and :data:`EXTRA_COLUMNS`), the drift plot (plain against pre-steered
+    runs, one series per operator),
     the behaviour plot (``behaviour.png``), the trajectory plot, and a markdown sample of each run's
     transcripts (``samples/<pairing>__<profile>.md``)."""
     from driftlib.phases.collaboration import plots
@@ -100,11 +103,12 @@ def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files:
     out_dir = Path(out_dir)
     table = collect_drift(drift_files)
     table["condition"] = [run_condition(p, plain, prevention) for p in table["profile"]]
+    table["operator"] = [profile_operator(p) or operator for p in table["profile"]]
     results = [read_json(p) for p in drift_files]
     table = pd.concat([table, pd.DataFrame([extra_row(r) for r in results], columns=EXTRA_COLUMNS)], axis=1)
     write_table(table, out_dir / "drift.parquet", metadata={"producer": "collab_summary"})
     write_table(table, out_dir / "drift.csv")
-    plots.collab_drift(table, out_dir / "drift.png")
+    plots.collab_drift(table, out_dir / "drift.png", main=operator)
     plots.collab_behaviour(table, out_dir / "behaviour.png")
     plots.collab_trajectories([r for r, c in zip(results, table["condition"], strict=True) if c != "game"],
                               out_dir / "trajectories.png")
@@ -119,9 +123,9 @@ def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files:
     main = table[table["condition"] != "game"]
     summary = {"runs": int(table.groupby(["pairing", "profile"]).ngroups), "plain_lambda": plain,
                "prevention_lambda": prevention,
-               "drift": main[["pairing", "agent", "condition", "drift", "drift_lo", "drift_hi", "p_value",
+               "drift": main[["pairing", "agent", "condition", "operator", "drift", "drift_lo", "drift_hi", "p_value",
                               "drift_mde", "drift_resolvable"]].to_dict(orient="records"),
-               "behaviour": main[["pairing", "agent", "condition", "behaviour_drift", "behaviour_drift_lo",
+               "behaviour": main[["pairing", "agent", "condition", "operator", "behaviour_drift", "behaviour_drift_lo",
                                   "behaviour_drift_hi", "behaviour_p_value", "behaviour_mde", "behaviour_resolvable"]]
                .to_dict(orient="records"),
                "significant_at_0.05": int((main["p_value"] < 0.05).sum()), "tests": int(len(main)),

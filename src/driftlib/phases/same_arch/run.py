@@ -77,7 +77,7 @@ def cost(*, source: ModelSource, name: str, vectors: str | Path, kind: str | Non
 
 def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, calibration: str | Path,
                   prompts: str | Path, layer: int | float | None, batch_size: int, max_length: int,
-                  confidence: float, out: str | Path, render: str = "raw") -> None:
+                  confidence: float, out: str | Path, render: str = "raw", adapter: str | None = None) -> None:
     """The condition of conditional steering for one model: its direction and threshold fitted on
     the calibration prompts' states at the condition layer (last real token), and its accuracy on
     the evaluation prompts, with a Wilson interval (stored in the file's metadata). Both prompt sets
@@ -97,6 +97,10 @@ def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, cal
     cal, cal_meta = read_table(calibration, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     ev, ev_meta = read_table(prompts, columns=PROMPT_COLUMNS, producer="prepare_prompts")
     model, tokenizer = source.load()
+    if adapter:  # a dealigned agent of phase 5: phase 4.5's LoRA merged in
+        from driftlib.model.adapters import merge_lora
+
+        model = merge_lora(model, adapter)
     template = source.load_template()
     depth = num_layers(model)
     inject = resolve_layers(list(steering.layers), depth, key="steering.layers")
@@ -117,7 +121,7 @@ def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, cal
     arrays = {"calibration_unsafe_mean": cal_states[unsafe].mean(axis=0),
               "calibration_safe_mean": cal_states[~unsafe].mean(axis=0), "evaluation_states": ev_states}
     save_condition(out, condition, arrays=arrays, metadata={
-        "model": name, "model_source": source.path, "inject_layers": inject, "render": render, **acc.record(), "confidence": confidence,
+        "model": name, "model_source": source.path, "adapter": adapter or "", "inject_layers": inject, "render": render, **acc.record(), "confidence": confidence,
         "calibration_fingerprint": cal_meta.get("dataset_fingerprint", ""),
         "dataset_fingerprint": ev_meta.get("dataset_fingerprint", "")})
     log.info("%s: condition at block %d, calibration balanced accuracy %.3f (n=%d), evaluation accuracy %.3f "
