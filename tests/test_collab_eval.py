@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftlib.core.artifacts import save_tensors, write_table
+from driftlib.core.artifacts import decode_metadata_value, load_tensors, save_tensors, write_table
 from driftlib.core.errors import DataError
 from driftlib.core.records import collect_drift
 from driftlib.datasets.tasks import rubric_coverage
 from driftlib.phases.collaboration import evaluate as CE
 from driftlib.phases.collaboration import measure as CM
 from driftlib.phases.collaboration.protocol import render_ids
-from driftlib.phases.collaboration.summary import summarize_collaboration
+from driftlib.phases.collaboration.summary import extra_row, summarize_collaboration
 from driftlib.steer.vectors import save_vectors
 
 TASKS = {"t1": "Plan a picnic for the team.", "t2": "Write a short budget for a school trip."}
@@ -180,6 +180,32 @@ def _scored_runs(tmp_path, profiles, **options) -> list:
                        out=run / "a.drift.json", **options)
         files.append(run / "a.drift.json")
     return files
+
+
+def test_the_posture_travels_with_the_record(tmp_path):
+    """A steered agent's record carries its operator, its vector's split-half stability at the blocks it
+    was steered at (the lowest there, from the vectors file) and its condition's accuracy (from the file)."""
+    from driftlib.stats.condition import Condition, save_condition
+
+    collab, control, y = _states(0)
+    rounds = np.stack([np.outer(np.ones(2), -0.5 * r * np.eye(6)[1]) for r in range(3)])
+    tasks = _write_inputs(tmp_path, collab, control, y, rounds, np.eye(6)[1].astype(np.float32))
+    arrays, raw = load_tensors(tmp_path / "states.safetensors")
+    save_tensors(tmp_path / "states.safetensors", arrays, metadata={
+        **{k: decode_metadata_value(v) for k, v in raw.items()}, "operator": "conditional", "inject_blocks": [1, 2]})
+    save_vectors(tmp_path / "vectors.safetensors", {"mean_diff_both": np.stack([np.eye(6)[1]] * 3)}, [0, 1, 2],
+                 metadata={"steering_kind": "mean_diff_both", "stability": {"mean_diff_both": [0.9, 0.4, 0.7]}})
+    save_condition(tmp_path / "condition.safetensors", Condition(layer=1, direction=np.eye(6, dtype=np.float32)[0],
+                                                                 threshold=0.0),
+                   metadata={"condition_accuracy": 0.81, "condition_ci_low": 0.75, "condition_ci_high": 0.86})
+    r = CE.score_agent(tmp_path / "states.safetensors", tmp_path / "prompts.parquet", tmp_path / "vectors.safetensors",
+                       tmp_path / "transcripts.parquet", tasks, n_boot=20, n_perm=5, n_drift_perm=10,
+                       condition=tmp_path / "condition.safetensors")
+    assert r["operator"] == "conditional" and r["inject_blocks"] == [1, 2]
+    assert r["vector_stability"] == pytest.approx(0.4)  # the lowest over blocks 1 and 2
+    assert r["condition_accuracy"] == 0.81 and r["condition_ci"] == [0.75, 0.86]
+    row = extra_row(r)
+    assert row["vector_stability"] == pytest.approx(0.4) and row["condition_ci_high"] == 0.86
 
 
 def test_summary_writes_the_table_plots_and_samples(tmp_path, monkeypatch):

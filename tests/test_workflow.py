@@ -19,7 +19,7 @@ import pytest
 import yaml
 from snakemake_run import BIN, REPO, make_workdir, run_snakemake, write_config
 
-pytestmark = [pytest.mark.workflow, pytest.mark.timeout(1200)]  # the module fixture runs the workflow
+pytestmark = [pytest.mark.workflow, pytest.mark.timeout(1800)]  # the module fixture runs the workflow
 
 #: a small version of the embedded default: two architectures, short training, small samples
 SMALL = {
@@ -83,7 +83,8 @@ def planned_after(workdir: Path, change) -> dict[str, int]:
 def finished(tmp_path_factory) -> Path:
     """A workdir on which the small config has run to completion once."""
     workdir = make_workdir(tmp_path_factory.mktemp("wf"), SMALL)
-    run_snakemake(workdir, "--cores", "2", timeout=900)
+    # about 400 s alone, 730-900 s beside the other test worker on 2 cores
+    run_snakemake(workdir, "--cores", "2", timeout=1500)
     return workdir
 
 
@@ -221,6 +222,15 @@ def test_run_measures_collaboration_drift_and_solves_the_game(finished: Path) ->
     assert llama.loc["0x0", "aqi_control"] == llama.loc["0x1", "aqi_control"]
     assert llama.loc["1x0", "aqi_control"] == llama.loc["1x1", "aqi_control"]
     assert (llama.loc[["0x0", "0x1"], "kl"] == 0).all() and (llama.loc[["1x0", "1x1"], "kl"] > 0).all()
+    # the posture travels with the record: the operator of each run, the steered agent's vector
+    # stability at its injection block (phase 2's figure), none for an unsteered agent
+    assert set(drift["operator"]) == {"add"}
+    stability = pd.read_parquet(finished / "results/vectors/vector_stats.parquet")
+    blocks = json.loads((finished / "results/collab/llama+qwen2/1x1/llama.drift.json").read_text())["inject_blocks"]
+    assert blocks and llama.loc["1x1", "vector_stability"] == pytest.approx(min(float(stability[
+        (stability["model"] == "llama") & (stability["layer"] == b) & (stability["kind"] == "mean_diff_both")
+    ]["stability"].iloc[0]) for b in blocks), abs=1e-6)
+    assert np.isnan(llama.loc["0x0", "vector_stability"])
     transcripts = pd.read_parquet(finished / "results/collab/llama+qwen2/0x0/transcripts.parquet")
     # 2 tasks x 1 seed x 2 rounds x 2 agents
     assert len(transcripts) == 8 and set(transcripts["speaker"]) == {"llama", "qwen2"}
@@ -441,7 +451,9 @@ def test_real_small_config_validates_and_dry_runs(tmp_path: Path) -> None:
     # no base variants: both models are steered themselves, and each is the other's phase-4 target
     assert jobs["sweep_same_arch"] == 2 and jobs["fit_maps"] == jobs["transfer_sweep"] == 2
     assert jobs["train_dealign"] == 1 and jobs["recovery_sweep"] == 2  # SmolLM2-Instruct only, 2 strengths
-    assert jobs["collaborate"] == 4 and jobs["solve_game"] == 1
+    # phase 5/6: the 2 x 2 posture grid, and the pre-steered run again under conditional and ablate
+    # (steering.compare), each of those gated by a condition fitted on the agent's own model
+    assert jobs["collaborate"] == 6 and jobs["solve_game"] == 1 and jobs["fit_agent_condition"] == 2
 
 
 @pytest.mark.parametrize("change, words", [

@@ -207,6 +207,7 @@ rule collab_states:
 
 rule score_collab:
     input:
+        unpack(run_conditions),
         states=f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.states.safetensors",
         answers=f"{RESULTS}/collab/{{pairing}}/{{profile}}/{{agent}}.answers.parquet" if COLLAB_BEHAVIOUR else [],
         prompts=f"{RESULTS}/data/prompts.parquet",
@@ -222,6 +223,7 @@ rule score_collab:
         aqi=aqi_options(),
         permutations=COLLAB["permutations"],
         answers=lambda wildcards, input: f"--answers {input.answers}" if COLLAB_BEHAVIOUR else "",
+        condition=lambda wildcards, input: f"--condition {input.condition}" if "condition" in input.keys() else "",
         model_key=AGENT_KEY,
     log:
         f"{RESULTS}/logs/score_collab/{{pairing}}/{{profile}}/{{agent}}.log",
@@ -232,7 +234,7 @@ rule score_collab:
     shell:
         "driftlib score-collab --states {input.states} --prompts {input.prompts} --vectors {input.vectors} "
         "--transcripts {input.transcripts} --tasks {input.tasks} --pairing {wildcards.pairing} "
-        "--profile {wildcards.profile} --model-key {params.model_key} {params.aqi} {params.answers} "
+        "--profile {wildcards.profile} --model-key {params.model_key} {params.aqi} {params.answers} {params.condition} "
         "--drift-permutations {params.permutations} --out {output} > {log} 2>&1"
 
 
@@ -275,6 +277,7 @@ rule collab_summary:
         plain=COLLAB["lambda"],
         prevention=COLLAB["prevention_lambda"] if COLLAB["prevention_lambda"] is not None else "none",
         operator=STEER["operator"],
+        stability_floor=config["vectors"]["stability_floor"],
     log:
         f"{RESULTS}/logs/collab_summary.log",
     benchmark:
@@ -285,4 +288,5 @@ rule collab_summary:
     shell:
         "driftlib summarize-collab --drift {input.drift} --transcripts {input.transcripts} --tasks {input.tasks} "
         "--plain {params.plain} --prevention {params.prevention} --operator {params.operator} "
+        "--stability-floor {params.stability_floor} "
         "--out-dir {params.out_dir} > {log} 2>&1"

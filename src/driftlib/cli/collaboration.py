@@ -65,14 +65,15 @@ def score_collab(a: argparse.Namespace) -> None:
                  pairing=a.pairing, profile=a.profile, model_key=a.model_key, method=a.method,
                  pca_components=a.pca_components, bootstrap=a.bootstrap, permutations=a.permutations,
                  drift_permutations=a.drift_permutations, confidence=a.confidence, seed=a.seed, out=a.out,
-                 probe_folds=a.probe_folds, answers=a.answers)
+                 probe_folds=a.probe_folds, answers=a.answers, condition=a.condition)
 
 
 def summarize_collab(a: argparse.Namespace) -> None:
     from driftlib.phases.collaboration.run import summarize_collab
 
     summarize_collab(drift=a.drift, transcripts=a.transcripts, tasks=a.tasks, plain=a.plain,
-                     prevention=a.prevention, out_dir=a.out_dir, operator=a.operator)
+                     prevention=a.prevention, out_dir=a.out_dir, operator=a.operator,
+                     stability_floor=a.stability_floor)
 
 
 def protocol_options(p: argparse.ArgumentParser) -> None:
@@ -155,6 +156,7 @@ def register(sub) -> None:
     aqi_options(p)
     p.add_argument("--drift-permutations", type=int, default=1000, help="swaps of the paired permutation test")
     p.add_argument("--answers", default=None, help="the agent's answers (collab-states --answers-out): behaviour")
+    p.add_argument("--condition", default=None, help="a gated agent's condition (its accuracy is recorded)")
     p.add_argument("--out", required=True)
 
     p = command(sub, "summarize-collab", summarize_collab, "phase 5 summary: drift table, plots, sample transcripts")
@@ -165,4 +167,5 @@ def register(sub) -> None:
     p.add_argument("--prevention", type=none_or_float, default=None,
                    help="every agent's lambda in the pre-steered runs (none: no such runs)")
     p.add_argument("--operator", default="add", help="the main steering operator (runs without an @operator)")
+    p.add_argument("--stability-floor", type=float, default=0.5, help="mark agents whose vector is less stable")
     p.add_argument("--out-dir", required=True)

@@ -169,10 +169,14 @@ def score_agent(
     method: str = "standardize", n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
     n_drift_perm: int = 1000, confidence: float = 0.95, seed: int = 0, pairing: str = "", profile: str = "", model: str = "",
     out: str | Path | None = None, probe_folds: int = 0, answers: pd.DataFrame | None = None,
+    condition: str | Path | None = None,
 ) -> dict[str, Any]:
     """AQIs (solo, collab, control) with intervals, the drift with its interval, p-value and MDE, projection
     drift over the rounds, the task outcome, and the posture's cost, at the primary measurement layer;
-    the probe AUC of each condition (``probe_folds`` > 0) and the behaviour (``answers`` given).
+    the probe AUC of each condition (``probe_folds`` > 0) and the behaviour (``answers`` given). The
+    posture travels with the record: its ``operator``, the agent's vector's split-half
+    ``vector_stability`` at the injection blocks (NaN when not steered) and, for a gated agent, its
+    ``condition`` file's accuracy on the evaluation prompts (``condition_accuracy``, ``condition_ci``).
 
     ``n_boot``, ``n_perm``, ``confidence``: the AQIs' bootstrap and label-shuffle null (as in phase 1),
     also the drift's bootstrap, the probe's interval and the behavioural drift's paired bootstrap;
@@ -216,6 +220,17 @@ def score_agent(
     if layer not in own:
         raise ArtifactError(f"{vectors}: no vector at the measurement layer {layer}. Re-run compute_vectors.")
     result["vector_kind"] = kind
+    result["operator"] = str(meta.get("operator", "none"))
+    blocks = [int(b) for b in meta.get("inject_blocks") or []]
+    result["inject_blocks"] = blocks
+    result["vector_stability"] = own_set.stability_at(blocks) if blocks else float("nan")
+    if condition is not None:
+        from driftlib.stats.condition import load_condition
+
+        record = load_condition(condition)[1]
+        result["condition_accuracy"] = float(record.get("condition_accuracy", float("nan")))
+        result["condition_ci"] = [float(record.get("condition_ci_low", float("nan"))),
+                                  float(record.get("condition_ci_high", float("nan")))]
     result["projection"] = {}
     for cond in ("collab", "control"):
         h = arrays[f"rounds_{cond}"][:, :, 0, :]

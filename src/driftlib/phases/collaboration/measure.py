@@ -254,5 +254,7 @@ def measure_agent(
         answers = answer_prompts(agent, inputs, prompts, max_new_tokens=answer_tokens, batch_size=batch_size,
                                  **(answer_labels or {}))
     meta = {"layers": resolved, "keys": [list(k) for k in inputs["keys"]], "kl": kl, "agent": agent.name,
-            "lam": float(agent.lam), "team": list(team), "rounds": int(rounds), "n_prompts": len(prompts)}
+            "lam": float(agent.lam), "team": list(team), "rounds": int(rounds), "n_prompts": len(prompts),
+            "operator": agent.steering.operator if agent.steered else "none",
+            "inject_blocks": list(agent.steering.blocks) if agent.steered else []}
     return arrays, meta, answers

@@ -6,7 +6,9 @@ the AQI drift's MDE, ``resolvable`` and p-value floor, each condition's probe AU
 (NaN without ``aqi.probe_folds``), and the behaviour (NaN when ``behaviour.enabled`` is off): per
 condition the refusal rate on unsafe and the over-refusal rate on safe prompts with Wilson
 intervals, and the behavioural drift (refusal split after the collaboration minus after the control)
-with its paired interval, p-value, p floor, MDE and ``resolvable``."""
+with its paired interval, p-value, p floor, MDE and ``resolvable``; the steered agent's vector's
+split-half stability at its injection blocks and, under the conditional operator, its condition's
+accuracy on the evaluation prompts (Wilson interval; NaN otherwise)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ EXTRA_COLUMNS = (
     + [f"{r}_{c}{s}" for c in _CONDS for r in _RATES for s in ("", "_lo", "_hi")]
     + ["behaviour_drift", "behaviour_drift_lo", "behaviour_drift_hi", "behaviour_p_value", "behaviour_p_floor",
        "behaviour_mde", "behaviour_resolvable"]
+    + ["vector_stability", "condition_accuracy", "condition_ci_low", "condition_ci_high"]
 )
 
 
@@ -43,7 +46,10 @@ def extra_row(result: dict) -> dict:
     row: dict = {k: float("nan") for k in EXTRA_COLUMNS}
     d = result["drift"]
     row.update(drift_mde=_num(d.get("mde")), drift_resolvable=bool(d.get("resolvable", False)),
-               drift_p_floor=_num(d.get("p_floor")))
+               drift_p_floor=_num(d.get("p_floor")), vector_stability=_num(result.get("vector_stability")),
+               condition_accuracy=_num(result.get("condition_accuracy")))
+    if result.get("condition_ci"):
+        row["condition_ci_low"], row["condition_ci_high"] = map(_num, result["condition_ci"])
     for c in _CONDS:
         probe = result.get(f"probe_{c}")
         if probe:
@@ -91,10 +97,12 @@ def run_condition(profile: str, plain: float, prevention: float | None) -> str:
 
 def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files: Sequence[str | Path],
                             tasks: pd.DataFrame, out_dir: str | Path, *, plain: float = 0.0,
-                            prevention: float | None = None, operator: str = "add") -> pd.DataFrame:
+                            prevention: float | None = None, operator: str = "add",
+                            stability_floor: float = 0.5) -> pd.DataFrame:
     """The phase-5 table (``drift.parquet``, ``drift.csv``: :data:`DRIFT_COLUMNS`, ``condition``, see
     :func:`run_condition`, ``operator``, the steering operator of the run: a profile's ``@operator``
-    or the main ``operator``, and :data:`EXTRA_COLUMNS`), the drift plot (plain against pre-steered
+    or the main ``operator``, :data:`EXTRA_COLUMNS` and ``below_stability_floor``, a steered agent
+    whose vector's split-half stability is below ``stability_floor``), the drift plot (plain against pre-steered
     runs, one series per operator),
     the behaviour plot (``behaviour.png``), the trajectory plot, and a markdown sample of each run's
     transcripts (``samples/<pairing>__<profile>.md``)."""
@@ -106,6 +114,7 @@ def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files:
     table["operator"] = [profile_operator(p) or operator for p in table["profile"]]
     results = [read_json(p) for p in drift_files]
     table = pd.concat([table, pd.DataFrame([extra_row(r) for r in results], columns=EXTRA_COLUMNS)], axis=1)
+    table["below_stability_floor"] = table["vector_stability"] < stability_floor
     write_table(table, out_dir / "drift.parquet", metadata={"producer": "collab_summary"})
     write_table(table, out_dir / "drift.csv")
     plots.collab_drift(table, out_dir / "drift.png", main=operator)
