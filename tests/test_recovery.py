@@ -264,6 +264,8 @@ def test_summary_reports_operators_stability_and_behaviour(recovery_files) -> No
     want = behaviour_recovery(answers, behaviour.iloc[0].to_dict(), 1.0)  # same_arch's best lambda under add
     assert len(beh) == 1 and beh["lam"].iloc[0] == 1.0
     assert beh["drop"].iloc[0] == pytest.approx(0.7) and beh["share"].iloc[0] == pytest.approx(want["share"])
+    # the same-arch vector's stability travels into its behaviour row, marked against the floor
+    assert beh["vector_stability"].iloc[0] == pytest.approx(0.62) and bool(beh["below_stability_floor"].iloc[0])
     assert read_json(out / "recovery_limits.json")["behaviour"]["m/steps20"]["drop"] == pytest.approx(0.7)
     for name in ("recovery_curves.png", "recovery_vs_drop.png", "dealign_drop.png", "recovery_behaviour.png"):
         assert (out / name).stat().st_size > 0

@@ -150,6 +150,8 @@ def test_run_produces_the_transfer_matrix_with_controls(finished: Path) -> None:
     assert len(behaviour) == 2 and set(behaviour["operator"]) == {"add"}
     for r in behaviour.itertuples():
         assert (r.method, r.lam) == tuple(best.loc[(r.source, r.target), ["method", "lam"]])
+        # the mapped vector's stability travels into its behaviour rows
+        assert r.vector_stability == pytest.approx(best.loc[(r.source, r.target), "vector_stability"], nan_ok=True)
         assert r.change_ci_low <= r.change <= r.change_ci_high and r.change_mde > 0
     answers = pd.read_parquet(finished / "results/transfer/into/qwen2/answers.parquet")
     n_prompts = len(pd.read_parquet(finished / "results/data/prompts.parquet"))

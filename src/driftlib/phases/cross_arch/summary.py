@@ -142,7 +142,10 @@ def summarize_transfer(fits: Sequence[str | Path], efficiencies: Sequence[str | 
     }
     summary["note"] = _baseline_note(base, summary["baseline_row"])
     if answers:
-        behaviour = transfer_behaviour(answers, confidence=confidence)
+        # the mapped vector's split-half stability travels into the behaviour rows it produced
+        cell = ["source", "target", "method", "operator"]
+        behaviour = transfer_behaviour(answers, confidence=confidence).merge(
+            matrix[cell + ["vector_stability", "below_stability_floor"]], on=cell, how="left")
         write_table(behaviour, out / "transfer_behaviour.parquet")
         write_table(behaviour.round(4), out / "transfer_behaviour.csv")
         overall = behaviour[behaviour["axiom"] == "overall"]

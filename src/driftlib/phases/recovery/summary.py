@@ -65,8 +65,9 @@ def behaviour_table(summary: pd.DataFrame, answers: Sequence[str | Path], behavi
     same-arch vector's best lambda under the main ``operator``
     (:func:`driftlib.phases.recovery.evaluate.behaviour_recovery`).
 
-    ``summary``: the ``evaluate_recovery`` rows (for the best lambda); ``answers``: the recovery
-    sweeps' answer tables; ``behaviour``: phase 1's ``behaviour.parquet`` (the aligned model's counts).
+    ``summary``: the ``evaluate_recovery`` rows (for the best lambda, and the vector's stability
+    with ``below_stability_floor``, which the rows carry on); ``answers``: the recovery sweeps'
+    answer tables; ``behaviour``: phase 1's ``behaviour.parquet`` (the aligned model's counts).
     """
     from driftlib.phases.recovery.evaluate import behaviour_recovery
 
@@ -82,7 +83,9 @@ def behaviour_table(summary: pd.DataFrame, answers: Sequence[str | Path], behavi
             raise ArtifactError(f"{path}: no recovery row for {model} at {steps} steps under {operator!r}, or no "
                                 "phase-1 behaviour of its aligned model; re-run evaluate_recovery / baseline_summary")
         r = behaviour_recovery(df, phase1.loc[model].to_dict(), float(best["lam"].iloc[0]), confidence=confidence)
-        rows.append({"model": model, "steps": steps, "vector": "same_arch", "operator": operator, **r})
+        rows.append({"model": model, "steps": steps, "vector": "same_arch", "operator": operator, **r,
+                     "vector_stability": float(best["vector_stability"].iloc[0]),
+                     "below_stability_floor": bool(best["below_stability_floor"].iloc[0])})
     return pd.DataFrame(rows).sort_values(["model", "steps"]).reset_index(drop=True)
 
 
