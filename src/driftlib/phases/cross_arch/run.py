@@ -215,7 +215,7 @@ def transfer_answers(*, source: ModelSource, name: str, mapped: Sequence[str | P
     from driftlib.steer.vectors import load_vectors
 
     pair_specs = PairSpecs(steering, compare, condition, mapped_conditions)
-    names = {op: (steering.operator if op is None else op) for op in pair_specs.operators()}
+    operators = [steering.operator if op is None else op for op in pair_specs.operators()]
     cells = answered_cells(fits, efficiencies, name=name, matrix_method=matrix_method)
     sources = {}
     for path in mapped:  # which source each file maps from (its metadata)
@@ -233,15 +233,15 @@ def transfer_answers(*, source: ModelSource, name: str, mapped: Sequence[str | P
     for cell in cells.itertuples():
         if cell.source not in sources:
             raise ArtifactError(f"--mapped: no mapped vectors from {cell.source} into {name}")
-        if cell.operator not in names.values():
+        if cell.operator not in operators:
             raise ArtifactError(f"the efficiency tables hold operator {cell.operator!r}, not swept here "
-                                f"({', '.join(names.values())})")
-        if not (cell.lam > 0):
+                                f"({', '.join(operators)})")
+        if cell.lam == 0:  # no lambda raised the AQI inside the bound (a negative best lambda is steered)
             rows = unsteered.assign(operator=cell.operator)
         else:
             vectors = load_vectors(sources[cell.source], f"{cell.method}_mapped", producer="fit_maps")[0]
-            specs = pair_specs.get(cell.source, cell.method)[0]
-            spec = next(sp for op, sp in specs.items() if names[op] == cell.operator).with_vectors(vectors)
+            by_name = {sp.operator: sp for sp in pair_specs.get(cell.source, cell.method)[0].values()}
+            spec = by_name[cell.operator].with_vectors(vectors)
             rows = answer_rows(model, tokenizer, table, spec, [float(cell.lam)], name=name, variant="base", **common)
         frames.append(rows.assign(source=cell.source, method=cell.method))
     result = pd.concat(frames, ignore_index=True)
