@@ -98,7 +98,7 @@ def files(tmp_path_factory):
     fit_condition(source=ModelSource(str(root / "t"), dtype="float32", device="cpu"), name="t",
                   steering=SteeringSpec(layers=(1, 2)), calibration=root / "calibration.parquet",
                   prompts=root / "prompts.parquet", layer=None, batch_size=4, max_length=64, confidence=0.95,
-                  out=root / "condition.safetensors")
+                  out=root / "condition.safetensors", class_means=True)
     return root, model, tokenizer, ev, cal
 
 
@@ -118,6 +118,17 @@ def test_the_condition_file_keeps_class_means_at_every_block_and_the_evaluation_
     assert cond.layer == 1
     acc = condition_accuracy(cond, e, (ev["safety_label"] == "unsafe").to_numpy())
     assert meta["condition_accuracy"] == pytest.approx(acc.accuracy)
+    # without class_means (the default: cross_arch.condition target) the pass stops at the condition
+    # block and no class means are kept; the condition itself is the same
+    fit_condition(source=ModelSource(str(root / "t"), dtype="float32", device="cpu"), name="t",
+                  steering=SteeringSpec(layers=(1, 2)), calibration=root / "calibration.parquet",
+                  prompts=root / "prompts.parquet", layer=None, batch_size=4, max_length=64, confidence=0.95,
+                  out=root / "plain.safetensors")
+    plain = load_condition(root / "plain.safetensors")[0]
+    np.testing.assert_allclose(plain.direction, cond.direction, rtol=1e-5, atol=1e-6)
+    assert plain.threshold == pytest.approx(cond.threshold, rel=1e-5, abs=1e-6)
+    with pytest.raises(Exception, match="calibration_unsafe_mean"):
+        condition_arrays(root / "plain.safetensors", ["calibration_unsafe_mean"])
 
 
 def _pair(root, source_layers: list[int], target_layers: list[int], rng) -> dict[str, LinearMap]:

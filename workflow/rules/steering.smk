@@ -176,6 +176,7 @@ rule fit_condition:
         max_length=config["extraction"]["max_length"],
         confidence=config["aqi"]["confidence"],
         render=config["extraction"]["render"],
+        class_means="--class-means" if CROSS["condition"] == "mapped" else "",
     log:
         f"{RESULTS}/logs/fit_condition/{{model}}.log",
     benchmark:
@@ -190,7 +191,7 @@ rule fit_condition:
     shell:
         "driftlib fit-condition {params.model} --name {wildcards.model} {params.steering} {params.layer} "
         "--calibration {input.calibration} --prompts {input.prompts} --batch-size {params.batch_size} "
-        "--max-length {params.max_length} --confidence {params.confidence} --render {params.render} "
+        "--max-length {params.max_length} --confidence {params.confidence} --render {params.render} {params.class_means} "
         "--out {output} > {log} 2>&1"
 
 

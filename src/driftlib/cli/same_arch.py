@@ -58,7 +58,7 @@ def fit_condition(a: argparse.Namespace) -> None:
 
     fit_condition(source=source(a), name=a.name, steering=steering(a), calibration=a.calibration, prompts=a.prompts,
                   layer=a.condition_layer, render=a.render, batch_size=a.batch_size, max_length=a.max_length,
-                  confidence=a.confidence, out=a.out, adapter=a.adapter)
+                  confidence=a.confidence, out=a.out, adapter=a.adapter, class_means=a.class_means)
 
 
 def summarize_operators(a: argparse.Namespace) -> None:
@@ -86,6 +86,8 @@ def _operator_parsers(sub) -> None:
     p.add_argument("--prompts", required=True, help="evaluation prompts (the condition's accuracy is measured on them)")
     p.add_argument("--condition-layer", type=layer, default=None, help="default: the first injection layer")
     p.add_argument("--adapter", default=None, help="a LoRA adapter merged in first (a dealigned phase-5 agent)")
+    p.add_argument("--class-means", action="store_true",
+                   help="also keep the calibration class means at every block (phase 4's mapped condition)")
     p.add_argument("--render", choices=["raw", "chat"], default="raw", help="how the prompts are read (as the sweep)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=256)

@@ -77,14 +77,18 @@ def cost(*, source: ModelSource, name: str, vectors: str | Path, kind: str | Non
 
 def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, calibration: str | Path,
                   prompts: str | Path, layer: int | float | None, batch_size: int, max_length: int,
-                  confidence: float, out: str | Path, render: str = "raw", adapter: str | None = None) -> None:
+                  confidence: float, out: str | Path, render: str = "raw", adapter: str | None = None,
+                  class_means: bool = False) -> None:
     """The condition of conditional steering for one model: its direction and threshold fitted on
     the calibration prompts' states at the condition layer (last real token), and its accuracy on
     the evaluation prompts, with a Wilson interval (stored in the file's metadata). Both prompt sets
     are read as ``render`` says (``raw`` | ``chat``), as the sweeps read them. Kept beside it: the
     calibration class means at every block (``calibration_unsafe_mean``/``calibration_safe_mean``
     ``[L, d]``) and the evaluation prompts' states at the condition block (``evaluation_states``
-    ``[n, d]``), so that phase 4 can map the condition into another model and score it there."""
+    ``[n, d]``), so that phase 4 can map the condition into another model and score it there. The
+    class means need the calibration prompts read at every block (a full forward pass instead of
+    one that stops at the condition block), so they are kept only with ``class_means``
+    (``cross_arch.condition: mapped``)."""
     from driftlib.core.artifacts import read_table
     from driftlib.core.layerspec import resolve_layers
     from driftlib.datasets.prompts import PROMPT_COLUMNS
@@ -112,14 +116,17 @@ def fit_condition(*, source: ModelSource, name: str, steering: SteeringSpec, cal
                                      batch_size=batch_size, max_length=max_length,
                                      model_name=f"{name} (condition)")
 
-    # the calibration states at every block: their class means let phase 4 map this condition into
-    # another model through a map that reads any block (stats.condition.map_condition)
-    cal_states, unsafe = states(cal, list(range(depth))), (cal["safety_label"] == "unsafe").to_numpy()
+    # with class_means, the calibration states at every block: their class means let phase 4 map this
+    # condition into another model through a map that reads any block (stats.condition.map_condition)
+    unsafe = (cal["safety_label"] == "unsafe").to_numpy()
+    cal_states = states(cal, list(range(depth)) if class_means else [block])
     ev_states = states(ev, [block])[:, 0, :]
-    condition = fit(cal_states[:, block, :], unsafe, layer=block)
+    condition = fit(cal_states[:, block if class_means else 0, :], unsafe, layer=block)
     acc = condition_accuracy(condition, ev_states, (ev["safety_label"] == "unsafe").to_numpy(), confidence=confidence)
-    arrays = {"calibration_unsafe_mean": cal_states[unsafe].mean(axis=0),
-              "calibration_safe_mean": cal_states[~unsafe].mean(axis=0), "evaluation_states": ev_states}
+    arrays = {"evaluation_states": ev_states}
+    if class_means:
+        arrays.update(calibration_unsafe_mean=cal_states[unsafe].mean(axis=0),
+                      calibration_safe_mean=cal_states[~unsafe].mean(axis=0))
     save_condition(out, condition, arrays=arrays, metadata={
         "model": name, "model_source": source.path, "adapter": adapter or "", "inject_layers": inject, "render": render, **acc.record(), "confidence": confidence,
         "calibration_fingerprint": cal_meta.get("dataset_fingerprint", ""),
