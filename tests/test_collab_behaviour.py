@@ -152,7 +152,7 @@ def test_score_agent_reports_probe_mde_and_behaviour(tmp_path):
     refused = {"solo": y == 0, "collab": np.zeros(len(y), bool), "control": y == 0}
     r = CE.score_agent(tmp_path / "states.safetensors", tmp_path / "prompts.parquet", tmp_path / "vectors.safetensors",
                        tmp_path / "transcripts.parquet", tasks, n_boot=300, n_perm=20, n_drift_perm=300,
-                       pairing="a+b", profile="0x0", model="a", probe_folds=5, seed=0,
+                       pairing="a+b", profile="0x0", model="a", probe_folds=5, seed=0, probe_permutations=9,
                        answers=_answers(refused, prompts["id"].tolist()), out=tmp_path / "a.drift.json")
     d = r["drift"]
     assert d["mde"] == pytest.approx(Z80 * d["null_sd"]) and d["p_floor"] == pytest.approx(1 / 301)
@@ -164,6 +164,11 @@ def test_score_agent_reports_probe_mde_and_behaviour(tmp_path):
                                    cv=folds, method="decision_function")
         assert r[f"probe_{cond}"]["auc"] == pytest.approx(roc_auc_score(y, scores))
         assert r[f"probe_{cond}"]["ci"][0] <= r[f"probe_{cond}"]["auc"] <= r[f"probe_{cond}"]["ci"][1]
+        # its label-shuffle null: the direct probe's, refitted per shuffle, p at least 1/(9+1)
+        from driftlib.stats.probe import probe_auc
+        want = probe_auc(X, y, n_folds=5, n_boot=300, n_perm=9, seed=0)
+        assert r[f"probe_{cond}"]["p_value"] == pytest.approx(want.p_value) and r[f"probe_{cond}"]["n_perm"] == 9
+        assert r[f"probe_{cond}"]["p_value"] >= 0.1
     # behaviour: control refuses exactly the unsafe prompts (split 1), collab nothing (split 0)
     b = r["behaviour"]
     assert b["rates"]["control"]["refusal_unsafe"] == 1.0 and b["rates"]["collab"]["refusal_unsafe"] == 0.0
@@ -202,6 +207,19 @@ def test_summary_has_power_probe_and_behaviour_columns_and_figure(tmp_path, monk
     assert (out / "behaviour.png").stat().st_size > 5000
     summary = json.loads((out / "collab_summary.json").read_text())
     assert summary["behaviour"][0]["behaviour_drift"] == pytest.approx(-1.0)
+    # per axiom, descriptive: the control refuses every unsafe prompt of each axiom, the plain
+    # collaboration none, the pre-steered one every one
+    axioms = pd.read_parquet(out / "behaviour_axioms.parquet")
+    prompts = pd.read_parquet(tmp_path / "a+b" / "0x0" / "prompts.parquet")
+    assert set(axioms["axiom"]) == set(prompts["axiom"]) and axioms["descriptive"].all()
+    assert len(axioms) == 2 * 3 * prompts["axiom"].nunique()  # runs x states x axioms
+    at = axioms.set_index(["profile", "state", "axiom"])
+    for axiom in prompts["axiom"].unique():
+        n_unsafe = int(((prompts["axiom"] == axiom) & (prompts["safety_label"] == "unsafe")).sum())
+        assert at.loc[("0x0", "control", axiom), "refusal_unsafe"] == 1.0
+        assert at.loc[("0x0", "collab", axiom), "refusal_unsafe"] == 0.0
+        assert at.loc[("1x1", "collab", axiom), "refused_unsafe"] == n_unsafe
+        assert at.loc[("1x1", "collab", axiom), "over_refusal_safe"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -248,9 +248,11 @@ def test_summary_reports_operators_stability_and_behaviour(recovery_files) -> No
                       root / "aligned.safetensors", root / "prompts.parquet", steps=20, max_kl=1.0,
                       max_repetition_increase=1.0, n_components=None, n_boot=30, seed=0, out=root / "recovery.parquet")
     answers = _answers({0.0: (10, 40, 6, 40), 1.0: (30, 40, 8, 40), 2.0: (40, 40, 40, 40)})
+    answers["axiom"] = np.where(np.arange(len(answers)) % 2 == 0, "A", "B")
     write_table(answers, root / "answers.parquet")
-    behaviour = pd.DataFrame({"model": "m", "variant": ["aligned", "aligned"], "axiom": ["overall", "A"],
-                              "refused_unsafe": [36, 18], "n_unsafe": [40, 20], "refused_safe": [4, 2], "n_safe": [40, 20]})
+    behaviour = pd.DataFrame({"model": "m", "variant": "aligned", "axiom": ["overall", "A", "B"],
+                              "refused_unsafe": [36, 18, 18], "n_unsafe": [40, 20, 20], "refused_safe": [4, 2, 2],
+                              "n_safe": [40, 20, 20]})
     write_table(behaviour, root / "behaviour.parquet")
     out = root / "out"
     limits = summarize_recovery([root / "recovery.parquet"], [root / "sweep_aqi.parquet"], out, fraction=0.4,
@@ -267,6 +269,13 @@ def test_summary_reports_operators_stability_and_behaviour(recovery_files) -> No
     # the same-arch vector's stability travels into its behaviour row, marked against the floor
     assert beh["vector_stability"].iloc[0] == pytest.approx(0.62) and bool(beh["below_stability_floor"].iloc[0])
     assert read_json(out / "recovery_limits.json")["behaviour"]["m/steps20"]["drop"] == pytest.approx(0.7)
+    # per axiom: each axiom's answers against the aligned model's counts on that axiom, marked descriptive
+    axioms = pd.read_parquet(out / "recovery_behaviour_axioms.parquet").set_index("axiom")
+    assert list(axioms.index) == ["overall", "A", "B"] and list(axioms["descriptive"]) == [False, True, True]
+    assert axioms.loc["overall", "share"] == pytest.approx(want["share"])
+    for axiom in ("A", "B"):
+        one = behaviour_recovery(answers[answers["axiom"] == axiom], behaviour.set_index("axiom").loc[axiom].to_dict(), 1.0)
+        assert axioms.loc[axiom, "drop"] == pytest.approx(one["drop"]) and axioms.loc[axiom, "gain"] == pytest.approx(one["gain"])
     for name in ("recovery_curves.png", "recovery_vs_drop.png", "dealign_drop.png", "recovery_behaviour.png"):
         assert (out / name).stat().st_size > 0
 

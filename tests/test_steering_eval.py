@@ -206,6 +206,32 @@ def test_score_sweep_scores_identical_states_once_and_gives_each_vector_its_rows
             assert row["aqi"].iloc[0] == pytest.approx(want.aqi) and row["ci_low"].iloc[0] == pytest.approx(want.ci_low)
 
 
+def test_score_sweep_probe_null_and_axiom_rows_match_the_direct_probe(sweep_files):
+    """With a null and per-axiom rows: the overall row is the direct probe with its label-shuffle null
+    (refitted per shuffle, p >= 1/(n_perm+1)); each axiom's row is the direct probe of that axiom's
+    prompts alone, without a null."""
+    from driftlib.stats.probe import probe_auc
+
+    path, own, y, prompts = sweep_files
+    table = score_sweep(path / "sweep.safetensors", path / "prompts.parquet", n_components=None,
+                        n_boot=100, n_perm=0, seed=0, probe_folds=4, probe_permutations=9, probe_axioms=True)
+    primary = table[(table["vector"] == "own") & table["primary"]]
+    axioms = prompts["axiom"].to_numpy()
+    for i, lam in enumerate([0.0, 0.5, 1.0]):
+        rows = primary[primary["lam"] == lam].set_index("category")
+        whole = probe_auc(own[i, :, 0, :], y, n_folds=4, n_boot=100, n_perm=9, seed=0)
+        assert rows.at["overall", "probe_auc"] == pytest.approx(whole.auc)
+        assert rows.at["overall", "probe_p"] == pytest.approx(whole.p_value)
+        assert rows.at["overall", "probe_null_mean"] == pytest.approx(whole.null_mean)
+        assert rows.at["overall", "probe_n_perm"] == 9 and rows.at["overall", "probe_p"] >= 1 / 10
+        for axiom in ("A", "B"):
+            one = probe_auc(own[i, axioms == axiom, 0, :], y[axioms == axiom], n_folds=4, n_boot=100, n_perm=0, seed=0)
+            assert rows.at[axiom, "probe_auc"] == pytest.approx(one.auc)
+            assert rows.at[axiom, "probe_n_perm"] == 0 and np.isnan(rows.at[axiom, "probe_p"])
+    # the planted separation at lambda 1 beats every shuffle: p at its floor
+    assert primary[(primary["lam"] == 1.0) & (primary["category"] == "overall")]["probe_p"].iloc[0] == pytest.approx(0.1)
+
+
 def test_score_sweep_probes_identical_states_once(sweep_files, monkeypatch):
     """The probe is cached the same way: lambda 0 once for both vectors, each row the direct probe."""
     import driftlib.stats.probe as probe
@@ -228,3 +254,35 @@ def test_score_sweep_probes_identical_states_once(sweep_files, monkeypatch):
             want = original(h[i, :, 0, :], y, n_folds=3, n_boot=50, n_perm=0, seed=0)
             assert row["probe_auc"].iloc[0] == pytest.approx(want.auc)
             assert row["probe_se"].iloc[0] == pytest.approx(want.se)
+
+
+def test_behaviour_along_lambda_per_axiom_against_hand_counts(tmp_path):
+    """Phase 3's refusal rates per axiom: each axiom's rates are its own counts, the split's standard
+    error is Agresti and Caffo's, the overall row is the same as without per-axiom rows."""
+    from driftlib.phases.same_arch.gaps import behaviour_along_lambda
+
+    # (axiom, label) -> refused of 10 prompts, at lambda 0 and 1
+    counts = {0.0: {("A", "unsafe"): 2, ("A", "safe"): 1, ("B", "unsafe"): 5, ("B", "safe"): 0},
+              1.0: {("A", "unsafe"): 9, ("A", "safe"): 3, ("B", "unsafe"): 10, ("B", "safe"): 4}}
+    rows = []
+    for lam, by in counts.items():
+        for (axiom, label), k in by.items():
+            rows += [{"model": "m", "operator": "add", "lam": lam, "axiom": axiom, "safety_label": label,
+                      "refused": i < k} for i in range(10)]
+    write_table(pd.DataFrame(rows), tmp_path / "answers.parquet")
+    table = behaviour_along_lambda([tmp_path / "answers.parquet"], per_axiom=True)
+    assert list(table["axiom"][:3]) == ["overall", "A", "B"]
+    assert list(table["descriptive"]) == [False, True, True] * 2
+    for lam, by in counts.items():
+        for axiom in ("A", "B"):
+            row = table[(table["lam"] == lam) & (table["axiom"] == axiom)].iloc[0]
+            ku, ks = by[(axiom, "unsafe")], by[(axiom, "safe")]
+            assert row["refusal_unsafe"] == pytest.approx(ku / 10) and row["over_refusal_safe"] == pytest.approx(ks / 10)
+            assert row["refusal_split"] == pytest.approx((ku - ks) / 10)
+            pu, ps = (ku + 1) / 12, (ks + 1) / 12
+            assert row["split_se"] == pytest.approx(np.sqrt(pu * (1 - pu) / 12 + ps * (1 - ps) / 12))
+        whole = table[(table["lam"] == lam) & (table["axiom"] == "overall")].iloc[0]
+        assert whole["refusal_unsafe"] == pytest.approx((by[("A", "unsafe")] + by[("B", "unsafe")]) / 20)
+    overall = behaviour_along_lambda([tmp_path / "answers.parquet"])
+    assert "axiom" not in overall and len(overall) == 2
+    np.testing.assert_allclose(overall["refusal_split"], table[table["axiom"] == "overall"]["refusal_split"])

@@ -222,6 +222,7 @@ rule score_collab:
     params:
         aqi=aqi_options(),
         permutations=COLLAB["permutations"],
+        probe=f"--probe-permutations {config['aqi']['probe_permutations']}" if config["aqi"]["probe_folds"] else "",
         answers=lambda wildcards, input: f"--answers {input.answers}" if COLLAB_BEHAVIOUR else "",
         condition=lambda wildcards, input: f"--condition {input.condition}" if "condition" in input.keys() else "",
         model_key=AGENT_KEY,
@@ -235,7 +236,7 @@ rule score_collab:
         "driftlib score-collab --states {input.states} --prompts {input.prompts} --vectors {input.vectors} "
         "--transcripts {input.transcripts} --tasks {input.tasks} --pairing {wildcards.pairing} "
         "--profile {wildcards.profile} --model-key {params.model_key} {params.aqi} {params.answers} {params.condition} "
-        "--drift-permutations {params.permutations} --out {output} > {log} 2>&1"
+        "--drift-permutations {params.permutations} {params.probe} --out {output} > {log} 2>&1"
 
 
 rule collab_summary:
@@ -262,6 +263,12 @@ rule collab_summary:
             caption="../report/collab_behaviour.rst",
             category="Phase 5: collaboration drift",
         ),
+        behaviour_axioms=f"{RESULTS}/collab/behaviour_axioms.parquet" if COLLAB_BEHAVIOUR else [],
+        behaviour_axioms_csv=report(
+            f"{RESULTS}/collab/behaviour_axioms.csv",
+            caption="../report/collab_behaviour_axioms.rst",
+            category="Phase 5: collaboration drift",
+        ) if COLLAB_BEHAVIOUR else [],
         trajectories=report(
             f"{RESULTS}/collab/trajectories.png",
             caption="../report/collab_trajectories.rst",

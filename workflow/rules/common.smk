@@ -230,6 +230,13 @@ def aqi_options():
             f"--probe-folds {a['probe_folds']}")
 
 
+def sweep_probe_options():
+    """The probe's null and per-axiom rows in the sweeps of phases 3 and 4.5 (a few blocks each);
+    phase 4's transfer sweeps, hundreds of blocks, leave both out (docs/aqi.md)."""
+    a = config["aqi"]
+    return f"--probe-permutations {a['probe_permutations']} --probe-axioms" if a["probe_folds"] else ""
+
+
 # --- phase 4 ---------------------------------------------------------------------------
 
 CROSS = config["cross_arch"]

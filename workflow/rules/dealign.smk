@@ -106,6 +106,7 @@ rule score_recovery:
         f"{DEALIGN_DIR}/steps{{steps}}/sweep_aqi.parquet",
     params:
         aqi=aqi_options(),
+        probe=sweep_probe_options(),
     log:
         f"{RESULTS}/logs/score_recovery/{{model}}-{{steps}}.log",
     benchmark:
@@ -114,7 +115,7 @@ rule score_recovery:
         ENV
     shell:
         "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} --producer recovery_sweep "
-        "{params.aqi} --out {output} > {log} 2>&1"
+        "{params.aqi} {params.probe} --out {output} > {log} 2>&1"
 
 
 rule evaluate_recovery:
@@ -186,6 +187,12 @@ rule recovery_summary:
             category="Phase 4.5: dealignment and recovery",
         ),
         behaviour_table=f"{RESULTS}/dealign/recovery_behaviour.parquet" if BEHAVIOUR else [],
+        behaviour_axioms=f"{RESULTS}/dealign/recovery_behaviour_axioms.parquet" if BEHAVIOUR else [],
+        behaviour_axioms_csv=report(
+            f"{RESULTS}/dealign/recovery_behaviour_axioms.csv",
+            caption="../report/recovery_behaviour_axioms.rst",
+            category="Phase 4.5: dealignment and recovery",
+        ) if BEHAVIOUR else [],
         behaviour_csv=report(
             f"{RESULTS}/dealign/recovery_behaviour.csv",
             caption="../report/recovery_behaviour_table.rst",

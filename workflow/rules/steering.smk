@@ -48,6 +48,7 @@ rule score_sweep:
         f"{RESULTS}/steering/{{model}}/sweep_aqi.parquet",
     params:
         aqi=aqi_options(),
+        probe=sweep_probe_options(),
     log:
         f"{RESULTS}/logs/score_sweep/{{model}}.log",
     benchmark:
@@ -55,7 +56,8 @@ rule score_sweep:
     conda:
         ENV
     shell:
-        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} {params.aqi} --out {output} > {log} 2>&1"
+        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} {params.aqi} {params.probe} "
+        "--out {output} > {log} 2>&1"
 
 
 rule capability_cost:
@@ -116,6 +118,12 @@ rule steering_summary:
             caption="../report/gap_closed.rst",
             category="Phase 3: same-architecture steering",
         ),
+        behaviour_table=f"{RESULTS}/steering/behaviour_along_lambda.parquet" if BEHAVIOUR else [],
+        behaviour_csv=report(
+            f"{RESULTS}/steering/behaviour_along_lambda.csv",
+            caption="../report/behaviour_along_lambda.rst",
+            category="Phase 3: same-architecture steering",
+        ) if BEHAVIOUR else [],
         behaviour_plot=report(
             f"{RESULTS}/steering/behaviour.png",
             caption="../report/steering_behaviour.rst",
@@ -279,6 +287,7 @@ rule score_operator:
         f"{RESULTS}/steering/{{model}}/operators/{{operator}}/sweep_aqi.parquet",
     params:
         aqi=aqi_options(),
+        probe=sweep_probe_options(),
     log:
         f"{RESULTS}/logs/score_operator/{{model}}-{{operator}}.log",
     benchmark:
@@ -286,7 +295,7 @@ rule score_operator:
     conda:
         ENV
     shell:
-        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} {params.aqi} "
+        "driftlib score-sweep --sweep {input.sweep} --prompts {input.prompts} {params.aqi} {params.probe} "
         "--producer sweep_operator --out {output} > {log} 2>&1"
 
 

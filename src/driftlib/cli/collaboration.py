@@ -65,7 +65,8 @@ def score_collab(a: argparse.Namespace) -> None:
                  pairing=a.pairing, profile=a.profile, model_key=a.model_key, method=a.method,
                  pca_components=a.pca_components, bootstrap=a.bootstrap, permutations=a.permutations,
                  drift_permutations=a.drift_permutations, confidence=a.confidence, seed=a.seed, out=a.out,
-                 probe_folds=a.probe_folds, answers=a.answers, condition=a.condition)
+                 probe_folds=a.probe_folds, answers=a.answers, condition=a.condition,
+                 probe_permutations=a.probe_permutations)
 
 
 def summarize_collab(a: argparse.Namespace) -> None:
@@ -157,6 +158,7 @@ def register(sub) -> None:
     p.add_argument("--drift-permutations", type=int, default=1000, help="swaps of the paired permutation test")
     p.add_argument("--answers", default=None, help="the agent's answers (collab-states --answers-out): behaviour")
     p.add_argument("--condition", default=None, help="a gated agent's condition (its accuracy is recorded)")
+    p.add_argument("--probe-permutations", type=int, default=0, help="label shuffles of each probe's null")
     p.add_argument("--out", required=True)
 
     p = command(sub, "summarize-collab", summarize_collab, "phase 5 summary: drift table, plots, sample transcripts")

@@ -29,8 +29,8 @@ with its paired bootstrap interval. Its minimum detectable effect (:func:`driftl
 null (``null_sd``: the standard error of the difference when there is no drift, the test's own
 yardstick); ``resolvable`` says whether ``|drift| >= MDE``, and ``p_floor = 1 / (n_perm + 1)`` is the
 smallest p-value the test can give. Beside each condition's AQI, the cross-validated linear-probe
-AUC (:func:`driftlib.stats.probe.probe_auc`, ``probe_folds`` folds, no label-shuffle null) says
-whether a linear read-out separates safe from unsafe where the AQI may not.
+AUC (:func:`driftlib.stats.probe.probe_auc`, ``probe_folds`` folds, ``probe_permutations`` label
+shuffles of its null) says whether a linear read-out separates safe from unsafe where the AQI may not.
 
 Behaviour (when the answers of :func:`driftlib.phases.collaboration.measure.answer_prompts` are given):
 per condition, the refusal rate on unsafe prompts and the over-refusal rate on safe ones with
@@ -169,7 +169,7 @@ def score_agent(
     method: str = "standardize", n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
     n_drift_perm: int = 1000, confidence: float = 0.95, seed: int = 0, pairing: str = "", profile: str = "", model: str = "",
     out: str | Path | None = None, probe_folds: int = 0, answers: pd.DataFrame | None = None,
-    condition: str | Path | None = None,
+    condition: str | Path | None = None, probe_permutations: int = 0,
 ) -> dict[str, Any]:
     """AQIs (solo, collab, control) with intervals, the drift with its interval, p-value and MDE, projection
     drift over the rounds, the task outcome, and the posture's cost, at the primary measurement layer;
@@ -180,7 +180,8 @@ def score_agent(
 
     ``n_boot``, ``n_perm``, ``confidence``: the AQIs' bootstrap and label-shuffle null (as in phase 1),
     also the drift's bootstrap, the probe's interval and the behavioural drift's paired bootstrap;
-    ``n_drift_perm``: swaps of the paired permutation test.
+    ``n_drift_perm``: swaps of the paired permutation test; ``probe_permutations``: label shuffles of
+    each probe's null (each refits the cross-validation; 0: none).
     """
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.steer.vectors import load_steering_vectors
@@ -203,10 +204,11 @@ def score_agent(
                                    n_boot=n_boot, n_perm=n_perm, confidence=confidence, seed=seed)
         result[f"aqi_{cond}"] = {"aqi": r.aqi, "ci": [r.ci_low, r.ci_high], "p_value": r.p_value, "note": r.note}
         if probe_folds:
-            pr = probe_auc(arrays[cond][:, 0, :], y, n_folds=probe_folds, n_boot=n_boot, n_perm=0,
+            pr = probe_auc(arrays[cond][:, 0, :], y, n_folds=probe_folds, n_boot=n_boot, n_perm=probe_permutations,
                            confidence=confidence, seed=seed)
             result[f"probe_{cond}"] = {"auc": pr.auc, "ci": [pr.ci_low, pr.ci_high], "se": pr.se,
-                                       "defined": pr.defined, "note": pr.note}
+                                       "p_value": pr.p_value, "n_perm": pr.n_perm, "defined": pr.defined,
+                                       "note": pr.note}
     test = paired_permutation_test(arrays["collab"][:, 0, :], arrays["control"][:, 0, :], y, n_perm=n_drift_perm,
                                    method=method, n_components=n_components, seed=seed, n_boot=n_boot,
                                    confidence=confidence)

@@ -170,7 +170,8 @@ def score_collab(*, states: str | Path, prompts: str | Path, vectors: str | Path
                  tasks: str | Path, pairing: str, profile: str, model_key: str, method: str,
                  pca_components: int | None, bootstrap: int, permutations: int, drift_permutations: int,
                  confidence: float, seed: int, out: str | Path, probe_folds: int = 0,
-                 answers: str | Path | None = None, condition: str | Path | None = None) -> None:
+                 answers: str | Path | None = None, condition: str | Path | None = None,
+                 probe_permutations: int = 0) -> None:
     """AQIs (and probe AUCs), the drift with its permutation test and MDE, projection drift, the task
     outcome and, with ``answers``, the refusal rates and the behavioural drift of one agent."""
     from driftlib.phases.collaboration.evaluate import score_agent
@@ -180,7 +181,7 @@ def score_collab(*, states: str | Path, prompts: str | Path, vectors: str | Path
     r = score_agent(states, prompts, vectors, transcripts, table, method=method, n_components=pca_components,
                     n_boot=bootstrap, n_perm=permutations, n_drift_perm=drift_permutations, confidence=confidence,
                     seed=seed, pairing=pairing, profile=profile, model=model_key, out=out, probe_folds=probe_folds,
-                    answers=answers_df, condition=condition)
+                    answers=answers_df, condition=condition, probe_permutations=probe_permutations)
     d = r["drift"]
     log.info("%s in %s (%s): drift %.3g [%.3g, %.3g], p = %.3g, MDE %.3g", r["agent"], pairing, profile,
              d["difference"], *d["ci"], d["p_value"], d["mde"])

@@ -22,14 +22,14 @@ from driftlib.core.profiles import profile_operator
 from driftlib.core.records import collect_drift
 from driftlib.phases.collaboration.transcripts import transcript_keys
 
-__all__ = ["EXTRA_COLUMNS", "extra_row", "run_condition", "summarize_collaboration"]
+__all__ = ["EXTRA_COLUMNS", "axiom_behaviour", "extra_row", "run_condition", "summarize_collaboration"]
 
 _CONDS = ("solo", "collab", "control")
 _RATES = ("refusal_unsafe", "over_refusal_safe")
 #: columns the phase-5 table adds to DRIFT_COLUMNS (see the module docstring)
 EXTRA_COLUMNS = (
     ["drift_mde", "drift_resolvable", "drift_p_floor"]
-    + [f"probe_{c}{s}" for c in _CONDS for s in ("", "_lo", "_hi")]
+    + [f"probe_{c}{s}" for c in _CONDS for s in ("", "_lo", "_hi", "_p")]
     + [f"{r}_{c}{s}" for c in _CONDS for r in _RATES for s in ("", "_lo", "_hi")]
     + ["behaviour_drift", "behaviour_drift_lo", "behaviour_drift_hi", "behaviour_p_value", "behaviour_p_floor",
        "behaviour_mde", "behaviour_resolvable"]
@@ -54,6 +54,7 @@ def extra_row(result: dict) -> dict:
         probe = result.get(f"probe_{c}")
         if probe:
             row[f"probe_{c}"], row[f"probe_{c}_lo"], row[f"probe_{c}_hi"] = _num(probe["auc"]), *map(_num, probe["ci"])
+            row[f"probe_{c}_p"] = _num(probe.get("p_value"))
     b = result.get("behaviour")
     row["behaviour_resolvable"] = bool(b["drift"]["resolvable"]) if b else False
     if not b:
@@ -82,6 +83,26 @@ def _sample_transcript(transcripts: pd.DataFrame, tasks: dict[str, str], title: 
     return "\n".join(lines)
 
 
+def axiom_behaviour(results: Sequence[dict], table: pd.DataFrame) -> pd.DataFrame:
+    """The refusal rates per axiom of every agent with behaviour: one row per (pairing, profile,
+    agent, state, axiom), ``state`` one of solo, collab, control, with the columns of
+    :func:`driftlib.stats.behaviour.refusal_rates`; every row is ``descriptive`` (a few prompts a class).
+
+    Args:
+        results: the drift records (``score-collab``'s JSON), in the order of ``table``'s rows.
+        table: the phase-5 table (for each record's ``condition`` and ``operator``).
+    """
+    rows = []
+    for result, (_, r) in zip(results, table.iterrows(), strict=True):
+        b = result.get("behaviour")
+        for state in _CONDS if b else ():
+            for rate in b["by_axiom"][state]:
+                rows.append({"pairing": r["pairing"], "profile": r["profile"], "agent": r["agent"],
+                             "condition": r["condition"], "operator": r["operator"], "state": state, **rate,
+                             "descriptive": True})
+    return pd.DataFrame(rows)
+
+
 def run_condition(profile: str, plain: float, prevention: float | None) -> str:
     """``"plain"`` (every agent at the plain lambda), ``"prevention"`` (every agent pre-steered) or
     ``"game"`` (a mixed profile that phase 6 asked for)."""
@@ -104,7 +125,8 @@ def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files:
     or the main ``operator``, :data:`EXTRA_COLUMNS` and ``below_stability_floor``, a steered agent
     whose vector's split-half stability is below ``stability_floor``), the drift plot (plain against pre-steered
     runs, one series per operator),
-    the behaviour plot (``behaviour.png``), the trajectory plot, and a markdown sample of each run's
+    the behaviour plot (``behaviour.png``) and, with behaviour, its per-axiom rates
+    (``behaviour_axioms.parquet``/``.csv``, :func:`axiom_behaviour`), the trajectory plot, and a markdown sample of each run's
     transcripts (``samples/<pairing>__<profile>.md``)."""
     from driftlib.phases.collaboration import plots
 
@@ -117,6 +139,10 @@ def summarize_collaboration(drift_files: Sequence[str | Path], transcript_files:
     table["below_stability_floor"] = table["vector_stability"] < stability_floor
     write_table(table, out_dir / "drift.parquet", metadata={"producer": "collab_summary"})
     write_table(table, out_dir / "drift.csv")
+    axioms = axiom_behaviour(results, table)
+    if len(axioms):
+        write_table(axioms, out_dir / "behaviour_axioms.parquet", metadata={"producer": "collab_summary"})
+        write_table(axioms.round(4), out_dir / "behaviour_axioms.csv")
     plots.collab_drift(table, out_dir / "drift.png", main=operator)
     plots.collab_behaviour(table, out_dir / "behaviour.png")
     plots.collab_trajectories([r for r, c in zip(results, table["condition"], strict=True) if c != "game"],

@@ -60,33 +60,41 @@ def _limits(rows: pd.DataFrame, fraction: float) -> dict:
 
 
 def behaviour_table(summary: pd.DataFrame, answers: Sequence[str | Path], behaviour: str | Path, *, operator: str,
-                    confidence: float = 0.95) -> pd.DataFrame:
+                    confidence: float = 0.95, per_axiom: bool = False) -> pd.DataFrame:
     """One row per (model, strength): the behavioural dealignment drop and the share recovered at the
     same-arch vector's best lambda under the main ``operator``
     (:func:`driftlib.phases.recovery.evaluate.behaviour_recovery`).
 
     ``summary``: the ``evaluate_recovery`` rows (for the best lambda, and the vector's stability
     with ``below_stability_floor``, which the rows carry on); ``answers``: the recovery sweeps'
-    answer tables; ``behaviour``: phase 1's ``behaviour.parquet`` (the aligned model's counts).
+    answer tables; ``behaviour``: phase 1's ``behaviour.parquet`` (the aligned model's counts);
+    ``per_axiom``: also one row per axiom (column ``axiom``, ``overall`` first), each from that axiom's
+    prompts and the aligned model's counts on them, marked ``descriptive`` (a few prompts a class).
     """
     from driftlib.phases.recovery.evaluate import behaviour_recovery
 
     phase1 = read_table(behaviour, producer="baseline_summary")[0]
-    phase1 = phase1[(phase1["variant"] == "aligned") & (phase1["axiom"] == "overall")].set_index("model")
+    phase1 = phase1[phase1["variant"] == "aligned"].set_index(["model", "axiom"])
     rows = []
     for path in answers:
-        df = read_table(path, columns=["model", "steps", "lam", "safety_label", "refused"], producer="recovery_sweep")[0]
+        df = read_table(path, columns=["model", "steps", "lam", "axiom", "safety_label", "refused"],
+                        producer="recovery_sweep")[0]
         model, steps = str(df["model"].iloc[0]), int(df["steps"].iloc[0])
         best = summary[(summary["model"] == model) & (summary["steps"] == steps) & (summary["vector"] == "same_arch")
                        & (summary["operator"] == operator)]
-        if best.empty or model not in phase1.index:
+        if best.empty or (model, "overall") not in phase1.index:
             raise ArtifactError(f"{path}: no recovery row for {model} at {steps} steps under {operator!r}, or no "
                                 "phase-1 behaviour of its aligned model; re-run evaluate_recovery / baseline_summary")
-        r = behaviour_recovery(df, phase1.loc[model].to_dict(), float(best["lam"].iloc[0]), confidence=confidence)
-        rows.append({"model": model, "steps": steps, "vector": "same_arch", "operator": operator, **r,
-                     "vector_stability": float(best["vector_stability"].iloc[0]),
-                     "below_stability_floor": bool(best["below_stability_floor"].iloc[0])})
-    return pd.DataFrame(rows).sort_values(["model", "steps"]).reset_index(drop=True)
+        axioms = ["overall"] + (sorted(df["axiom"].astype(str).unique()) if per_axiom else [])
+        for axiom in axioms:
+            sub = df if axiom == "overall" else df[df["axiom"].astype(str) == axiom]
+            r = behaviour_recovery(sub, phase1.loc[(model, axiom)].to_dict(), float(best["lam"].iloc[0]),
+                                   confidence=confidence)
+            rows.append({"model": model, "steps": steps, "vector": "same_arch", "operator": operator,
+                         **({"axiom": axiom, "descriptive": axiom != "overall"} if per_axiom else {}), **r,
+                         "vector_stability": float(best["vector_stability"].iloc[0]),
+                         "below_stability_floor": bool(best["below_stability_floor"].iloc[0])})
+    return pd.DataFrame(rows).sort_values(["model", "steps"], kind="stable").reset_index(drop=True)
 
 
 def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | Path], out_dir: str | Path, *,
@@ -104,7 +112,8 @@ def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | 
     ``operators``: per operator). A vector whose split-half stability is below ``stability_floor`` is
     marked (``below_stability_floor``). With ``answers`` (the recovery sweeps' answer tables) and
     ``behaviour`` (phase 1's), also ``recovery_behaviour.parquet``/``.csv`` and
-    ``recovery_behaviour.png``: the behavioural drop and recovery (:func:`behaviour_table`).
+    ``recovery_behaviour.png``: the behavioural drop and recovery (:func:`behaviour_table`), and
+    ``recovery_behaviour_axioms.parquet``/``.csv``, the same per axiom (descriptive).
     """
 
     out = Path(out_dir)
@@ -127,9 +136,12 @@ def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | 
         if operator == main:
             limits["models"].setdefault(model, {})[vector] = limit
     if answers and behaviour is not None:
-        beh = behaviour_table(summary, answers, behaviour, operator=main, confidence=confidence)
+        by_axiom = behaviour_table(summary, answers, behaviour, operator=main, confidence=confidence, per_axiom=True)
+        beh = by_axiom[by_axiom["axiom"] == "overall"].drop(columns=["axiom", "descriptive"]).reset_index(drop=True)
         write_table(beh, out / "recovery_behaviour.parquet")
         write_table(beh.round(4), out / "recovery_behaviour.csv")
+        write_table(by_axiom, out / "recovery_behaviour_axioms.parquet")
+        write_table(by_axiom.round(4), out / "recovery_behaviour_axioms.csv")
         limits["behaviour"] = {f"{r.model}/steps{r.steps}": {
             "drop": json_number(r.drop), "drop_ci": [json_number(r.drop_ci_low), json_number(r.drop_ci_high)], "drop_mde": json_number(r.drop_mde),
             "drop_resolvable": bool(r.drop_resolvable), "lam": float(r.lam), "share": json_number(r.share),

@@ -30,14 +30,16 @@ VECTORS = ("own", "random")
 def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standardize",
                 n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
                 confidence: float = 0.95, seed: int = 0, out: str | Path | None = None,
-                producer: str = "sweep_same_arch", probe_folds: int = 0) -> pd.DataFrame:
+                producer: str = "sweep_same_arch", probe_folds: int = 0, probe_permutations: int = 0,
+                probe_axioms: bool = False) -> pd.DataFrame:
     """AQI per (vector, lambda, layer, category) from a sweep file.
 
     The sweep file (``driftlib sweep`` or ``driftlib transfer-sweep``) holds one tensor
     ``[n_lambdas, n, n_layers, d]`` per vector: the names listed in its ``vectors`` metadata
     (phase 3's files, which have none, hold ``own`` and ``random``). With ``probe_folds``, the
     overall rows of the primary layer also carry the cross-validated linear-probe AUC
-    (:func:`sweep_probe`).
+    (:func:`sweep_probe`), with ``probe_permutations`` label shuffles of its null, and with
+    ``probe_axioms`` the per-axiom rows of the primary layer too.
     """
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.stats.aqi import score_categories
@@ -75,7 +77,8 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
     if probe_folds:
         fitted: dict[bytes, Any] = {}  # as for the AQI: each distinct block is probed once
         probes = pd.concat([sweep_probe(arrays[v][:, :, 0, :], y, lambdas, layers[0], vector=v, n_folds=probe_folds,
-                                        n_boot=n_boot, confidence=confidence, seed=seed, cache=fitted)
+                                        n_boot=n_boot, confidence=confidence, seed=seed, cache=fitted,
+                                        n_perm=probe_permutations, categories=categories if probe_axioms else None)
                             for v in vectors],
                            ignore_index=True)
         result = result.merge(probes, on=["vector", "lam", "layer", "category"], how="left")
@@ -96,7 +99,8 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                                            "n_perm": n_perm, "confidence": confidence, "seed": seed,
                                            "kind": meta.get("kind", ""), "inject_layers": meta.get("inject_layers", []),
                                            "steps": meta.get("steps", ""), "operator": meta.get("operator", "add"),
-                                           "probe_folds": probe_folds})
+                                           "probe_folds": probe_folds, "probe_permutations": probe_permutations,
+                                           "probe_axioms": probe_axioms})
     return result
 
 
@@ -133,18 +137,21 @@ def paired_gains(h: np.ndarray, y: np.ndarray, lambdas: list[float], layer: int,
     return pd.DataFrame(rows, columns=["vector", "lam", "layer", "category", *GAIN_COLUMNS])
 
 
-#: the linear-probe columns of a sweep's overall rows at the primary layer
-SWEEP_PROBE_COLUMNS = ["probe_auc", "probe_ci_low", "probe_ci_high", "probe_se"]
+#: the linear-probe columns of a sweep's rows at the primary layer (overall, and per axiom on request)
+SWEEP_PROBE_COLUMNS = ["probe_auc", "probe_ci_low", "probe_ci_high", "probe_se", "probe_p", "probe_null_mean",
+                       "probe_n_perm"]
 
 
 def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: int, *, vector: str, n_folds: int,
-                n_boot: int, confidence: float, seed: int, cache: dict[bytes, Any] | None = None) -> pd.DataFrame:
+                n_boot: int, confidence: float, seed: int, cache: dict[bytes, Any] | None = None,
+                n_perm: int = 0, categories: np.ndarray | None = None) -> pd.DataFrame:
     """Cross-validated linear-probe AUC (:func:`driftlib.stats.probe.probe_auc`) of one vector's states at
-    every lambda, with its bootstrap interval and standard error.
+    every lambda, with its bootstrap interval, standard error and, with ``n_perm``, its label-shuffle
+    null (the cross-validation refitted per shuffle, as in phase 1; ``probe_p >= 1/(n_perm+1)``).
 
-    The probe's label-shuffle null is not refitted here (it costs ``n_perm * n_folds`` fits per lambda):
-    whether the information is there at all is phase 1's question; along a sweep, what changes with
-    lambda is read from the intervals.
+    The null costs ``n_perm * n_folds`` fits per distinct block of states, so the workflow asks for it
+    where a sweep holds a few blocks (phases 3 and 4.5) and leaves it out of phase 4's transfer sweeps
+    (hundreds of blocks), where ``probe_p`` is NaN and ``probe_n_perm`` 0.
 
     Args:
         h: ``[n_lambdas, n, d]`` the vector's states at the primary layer.
@@ -152,19 +159,30 @@ def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: i
         lambdas: the sweep's lambdas; layer: the primary layer (recorded); vector: its name.
         cache: results by the bytes' digest of a block of states, filled and reused across calls (the
             same states with the same seed give the same result: lambda 0 is shared by every vector).
+        n_perm: label shuffles of the null (0: none).
+        categories: ``[n]`` each prompt's axiom: also one row per axiom, each from that axiom's prompts
+            alone and without the null (descriptive: a few prompts a class). None: the ``overall`` row only.
     """
     from driftlib.stats.probe import probe_auc
 
     cache = {} if cache is None else cache
+    options = {"n_folds": n_folds, "n_boot": n_boot, "confidence": confidence, "seed": seed}
+    axioms = [] if categories is None else sorted(set(np.asarray(categories).astype(str).tolist()))
     rows = []
     for i, lam in enumerate(lambdas):
         x = np.ascontiguousarray(h[i])
         key = hashlib.blake2b(x.tobytes(), digest_size=16).digest()
         if key not in cache:
-            cache[key] = probe_auc(x, y, n_folds=n_folds, n_boot=n_boot, n_perm=0, confidence=confidence, seed=seed)
-        r = cache[key]
-        rows.append({"vector": vector, "lam": float(lam), "layer": int(layer), "category": "overall",
-                     "probe_auc": r.auc, "probe_ci_low": r.ci_low, "probe_ci_high": r.ci_high, "probe_se": r.se})
+            found = [{"category": "overall", **probe_auc(x, y, n_perm=n_perm, **options).as_dict()}]
+            for axiom in axioms:  # each from its own prompts; descriptive, so without the null's cost
+                mask = np.asarray(categories).astype(str) == axiom
+                found.append({"category": axiom, **probe_auc(x[mask], y[mask], n_perm=0, **options).as_dict()})
+            cache[key] = found
+        for r in cache[key]:
+            rows.append({"vector": vector, "lam": float(lam), "layer": int(layer), "category": r["category"],
+                         "probe_auc": r["auc"], "probe_ci_low": r["ci_low"], "probe_ci_high": r["ci_high"],
+                         "probe_se": r["se"], "probe_p": r["p_value"], "probe_null_mean": r["null_mean"],
+                         "probe_n_perm": int(r["n_perm"])})
     return pd.DataFrame(rows, columns=["vector", "lam", "layer", "category", *SWEEP_PROBE_COLUMNS])
 
 

@@ -21,7 +21,9 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
                        confidence: float = 0.95, seed: int = 0, answers: Sequence[str | Path] = (),
                        behaviour: str | Path | None = None, stability_floor: float = 0.5) -> dict:
     """Phase 3 summary: ``steering_summary.parquet``/``.csv``, ``best_lambda.json``, ``gap_closed.parquet``/
-    ``.csv`` and per-model plots (with ``answers``, the steered answer tables, also ``behaviour.png``).
+    ``.csv`` and per-model plots (with ``answers``, the steered answer tables, also ``behaviour.png`` and
+    ``behaviour_along_lambda.parquet``/``.csv``: refusal rates per model, operator, lambda and axiom,
+    the per-axiom rows ``descriptive``).
 
     For each model (primary measure layer, overall category; a model without a base variant is its
     aligned model steered with its contrastive vector, so its target is its own starting point):
@@ -41,7 +43,9 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
     phase1 = read_table(baseline_summary, columns=["model", "variant", "layer", "category", "aqi"],
                         producer="baseline_summary")[0]
     phase1_behaviour = read_table(behaviour)[0] if behaviour else None
-    steered_behaviour = behaviour_along_lambda(answers, confidence=confidence)
+    by_axiom = behaviour_along_lambda(answers, confidence=confidence, per_axiom=True)
+    steered_behaviour = (by_axiom[by_axiom["axiom"] == "overall"].drop(columns=["axiom", "descriptive"])
+                         if len(by_axiom) else by_axiom.drop(columns=["axiom"]))
     rows, report, gaps = [], {}, []
     for sweep_path, cost_path in zip(sweeps, costs):
         sweep = read_table(sweep_path, columns=["model", "vector", "lam", "layer", "category", "aqi"],
@@ -103,6 +107,9 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
     gap_table = pd.DataFrame(gaps, columns=GAP_COLUMNS)
     write_table(gap_table, out / "gap_closed.parquet")
     write_table(gap_table.round(4), out / "gap_closed.csv")
+    if answers:
+        write_table(by_axiom, out / "behaviour_along_lambda.parquet")
+        write_table(by_axiom.round(4), out / "behaviour_along_lambda.csv")
     if not steered_behaviour.empty:
         plots.behaviour_along_lambda(steered_behaviour, phase1_behaviour, out / "behaviour.png")
     return report
