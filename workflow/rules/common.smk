@@ -290,7 +290,8 @@ ANSWERS = [f"{RESULTS}/behaviour/{m}/{v}.parquet" for m, v in VARIANTS_OF] if BE
 
 
 def recovery_answers_args(wildcards, output):
-    """The recovery sweep's `--answers-out` (behaviour.enabled)."""
+    """The recovery sweep's `--answers-out` (behaviour.enabled). Its answer length is
+    `--answer-tokens`: the sweep also measures the cost, whose generations take `--max-new-tokens`."""
     if not BEHAVIOUR:
         return ""
     return f"--answers-out {output.answers} --answer-tokens {config['behaviour']['max_new_tokens']}"
