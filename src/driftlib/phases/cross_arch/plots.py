@@ -31,6 +31,15 @@ def _values(cells: dict, sources: list[str], targets: list[str], value) -> np.nd
     return values
 
 
+def _label_cells(ax, cells: dict, sources: list[str], targets: list[str], label, *, fontsize: float) -> None:
+    """Write each cell's text on a source x target grid: "own" on the diagonal, nothing where
+    ``cells`` has no row, else ``label(row, i, j)``."""
+    for i, s, j, t in _positions(sources, targets):
+        r = cells.get((s, t))
+        text = "own" if s == t else "" if r is None else label(r, i, j)
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize)
+
+
 def transfer_matrix(matrix: pd.DataFrame, path: str | Path, *, method: str = "best", baseline: str | None = None,
                     main: str | None = None) -> None:
     """Source x target heatmaps of transfer efficiency: one row of panels per operator (the main one
@@ -64,13 +73,9 @@ def transfer_matrix(matrix: pd.DataFrame, path: str | Path, *, method: str = "be
             values = _values(cells, sources, targets, lambda r: r.efficiency if bool(r.defined) else np.nan)
             ax.set_facecolor("#eeeeee")  # undefined cells stay grey
             im = ax.imshow(values, cmap="RdBu_r", vmin=-1.5, vmax=1.5, aspect="auto")
-            for i, s, j, t in _positions(sources, targets):
-                r = cells.get((s, t))
-                if s == t:
-                    text = "own"
-                elif r is None:
-                    text = ""
-                elif not bool(r.defined):
+
+            def label(r, i, j, ax=ax, panel=panel) -> str:
+                if not bool(r.defined):
                     text = f"undef.\ngain {r.gain:+.2f}"  # AQI points; the own vector's gain is in noise
                 else:
                     text = f"{r.efficiency:.2f}\n[{r.ci_low:.2f}, {r.ci_high:.2f}]"
@@ -78,9 +83,9 @@ def transfer_matrix(matrix: pd.DataFrame, path: str | Path, *, method: str = "be
                         text += f"\n{r.method}"
                     if bool(r.best) and panel != "best":
                         ax.add_patch(plt.Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, fill=False, lw=2, color="black"))
-                if r is not None and s != t and bool(getattr(r, "below_stability_floor", False)):
-                    text += "\n(unstable)"
-                ax.text(j, i, text, ha="center", va="center", fontsize=7)
+                return text + ("\n(unstable)" if bool(getattr(r, "below_stability_floor", False)) else "")
+
+            _label_cells(ax, cells, sources, targets, label, fontsize=7)
             ax.set_xticks(range(len(targets)), targets, rotation=45, ha="right")
             ax.set_yticks(range(len(sources)), [f"{s} *" if s == baseline else s for s in sources])
             ax.set_title(f"{'best method per cell' if panel == 'best' else panel} · {operator}", fontsize=9)
@@ -166,16 +171,9 @@ def transfer_behaviour(behaviour: pd.DataFrame, path: str | Path, *, main: str |
         values = _values(cells, sources, targets, lambda r: r.change if r.change_resolvable else 0.15 * r.change)
         ax.set_facecolor("#eeeeee")
         im = ax.imshow(values, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
-        for i, s, j, t in _positions(sources, targets):
-            r = cells.get((s, t))
-            if s == t:
-                text = "own"
-            elif r is None:
-                text = ""
-            else:
-                text = (f"{r.change:+.2f}\n[{r.change_ci_low:+.2f}, {r.change_ci_high:+.2f}]\nλ={r.lam:g}"
-                        + ("" if r.change_resolvable else " n.r."))
-            ax.text(j, i, text, ha="center", va="center", fontsize=6)
+        _label_cells(ax, cells, sources, targets, lambda r, i, j: (
+            f"{r.change:+.2f}\n[{r.change_ci_low:+.2f}, {r.change_ci_high:+.2f}]\nλ={r.lam:g}"
+            + ("" if r.change_resolvable else " n.r.")), fontsize=6)
         ax.set_xticks(range(len(targets)), targets, rotation=30, fontsize=7)
         ax.set_yticks(range(len(sources)), sources, fontsize=7)
         ax.set_title(f"{operator}", fontsize=9)
