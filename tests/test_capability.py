@@ -98,6 +98,43 @@ def test_kl_is_zero_at_lambda_zero_and_matches_a_hand_computation(llama: torch.n
     np.testing.assert_allclose(got[1], total / count, rtol=1e-4)
 
 
+def test_kl_halves_the_batch_on_out_of_memory_and_gives_the_same_cost(
+        llama: torch.nn.Module, tokenizer: object, caplog: pytest.LogCaptureFixture) -> None:
+    """The cost shares the extraction's out-of-memory handling (model.forward.run_batches): a batch
+    that does not fit is re-planned at half the size, the KL against hand values is unchanged; one
+    text that does not fit is an error naming the cost."""
+    import logging
+
+    from driftlib.core.errors import ModelError
+
+    vectors = _vectors([2])
+    block = find_decoder_layers(llama)[0]
+    original = block.forward
+    sizes: list[int] = []
+
+    def forward(hidden, *args, **kwargs):
+        sizes.append(hidden.shape[0])
+        if hidden.shape[0] > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(hidden, *args, **kwargs)
+
+    block.forward = forward  # type: ignore[method-assign]
+    try:
+        limit = 2
+        with caplog.at_level(logging.WARNING, logger="driftlib.model.forward"):
+            got = next_token_kl(llama, tokenizer, TEXTS, vectors, [0.0, 1.5], batch_size=8, progress=False)
+        limit = 0
+        with pytest.raises(ModelError, match=r"out of memory computing the next-token KL of .* on one text"):
+            next_token_kl(llama, tokenizer, TEXTS, vectors, [1.5], batch_size=2, progress=False)
+    finally:
+        del block.forward
+    parts = [_hand_kl_sum(llama, tokenizer, text, vectors, 1.5) for text in TEXTS]
+    np.testing.assert_allclose(got[1], sum(s for s, _ in parts) / sum(c for _, c in parts), rtol=1e-4)
+    assert got[0] == 0.0
+    assert sizes[:3] == [len(TEXTS), 4, 2]  # the first batch holds every text, then it is halved twice
+    assert "out of memory at batch size 8; retrying with 4" in caplog.text
+
+
 @pytest.mark.parametrize("family", list(CONFIGS))
 def test_kl_is_the_token_weighted_mean_over_padded_batches(family: str, tokenizer: object) -> None:
     model = _model(family)

@@ -15,7 +15,6 @@ called a success.
 
 from __future__ import annotations
 
-import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -26,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from driftlib.core.errors import ConfigError, ModelError, NumericsError
-from driftlib.model.forward import free_device_memory
+from driftlib.model.forward import BatchRunner, run_batches
 from driftlib.model.layers import find_decoder_layers, hidden_size
 from driftlib.stats.selection import check_lambdas
 from driftlib.steer.hooks import steer
@@ -42,7 +41,6 @@ from driftlib.steer.sweep import (
     replay_prefix,
 )
 
-logger = logging.getLogger(__name__)
 
 __all__ = ["eos_ids", "greedy_continuations", "greedy_repetition", "next_token_kl", "repetition_rate"]
 
@@ -111,7 +109,8 @@ def next_token_kl(
         raise ConfigError("texts: next_token_kl needs at least one neutral text")
     batches = TextBatches(model, tokenizer, texts, max_length, truncation_side)
 
-    def run_batch(rows: list[int]) -> tuple[np.ndarray, int]:
+    def run_batch(plan_rows: list[list[int]]) -> tuple[np.ndarray, int, int]:
+        rows = [text for row in plan_rows for text in row]
         kwargs, mask = batches.inputs(rows)
         real = mask.bool()
         cached: object = None
@@ -138,32 +137,21 @@ def next_token_kl(
                     "the steered logits overflowed: use a smaller lambda or a float32 model"
                 )
             sums[j] = float(kl.double().sum())
-        return sums, int(real.sum())
+        return sums, int(real.sum()), len(rows)
 
     totals = np.zeros(len(lams), dtype=np.float64)
     count = 0
-    size = batch_size
-    start = 0
+    runner = BatchRunner([len(seq) for seq in batches.ids], batches.order, batch_size=batch_size,
+                         tokens_per_batch=None, packing=False)
     with (
         eval_mode(model),
         torch.inference_mode(),
         tqdm(total=len(texts), desc=f"next-token KL {name}", unit="text", disable=not progress, leave=False) as bar,
     ):
-        while start < len(texts):
-            rows = batches.order[start : start + size]
-            try:
-                sums, real = run_batch(rows)
-            except torch.OutOfMemoryError as exc:
-                if size == 1:
-                    raise ModelError(f"out of memory computing next-token KL of {name} on one text; lower max_length") from exc
-                free_device_memory()
-                logger.warning("out of memory at batch size %d; retrying with %d", size, size // 2)
-                size //= 2
-                continue
+        for sums, real, done in run_batches(runner, run_batch, what=f"computing the next-token KL of {name}"):
             totals += sums
             count += real
-            start += len(rows)
-            bar.update(len(rows))
+            bar.update(done)
     return totals / count
 
 
