@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import transformers
@@ -42,3 +43,29 @@ def bpe_tokenizer(texts: Sequence[str], *, bos: bool = True, vocab_size: int = V
     if bos:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
+
+
+@contextmanager
+def out_of_memory_above(model) -> Iterator[dict]:
+    """Make ``model``'s first decoder block raise ``torch.OutOfMemoryError`` on a batch of more than
+    ``state["limit"]`` rows (no limit until the test sets one); ``state["sizes"]`` records every
+    batch size it saw. Yields ``state``."""
+    import torch
+
+    from driftlib.model.layers import find_decoder_layers
+
+    block = find_decoder_layers(model)[0]
+    original = block.forward
+    state: dict = {"limit": float("inf"), "sizes": []}
+
+    def forward(hidden, *args, **kwargs):
+        state["sizes"].append(hidden.shape[0])
+        if hidden.shape[0] > state["limit"]:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(hidden, *args, **kwargs)
+
+    block.forward = forward
+    try:
+        yield state
+    finally:
+        del block.forward

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import transformers
-from random_models import VOCAB, bpe_tokenizer, random_vectors
+from random_models import VOCAB, bpe_tokenizer, out_of_memory_above, random_vectors
 
 from driftlib.core.errors import ConfigError
 from driftlib.model.layers import find_decoder_layers
@@ -108,26 +108,14 @@ def test_kl_halves_the_batch_on_out_of_memory_and_gives_the_same_cost(
     from driftlib.core.errors import ModelError
 
     vectors = _vectors([2])
-    block = find_decoder_layers(llama)[0]
-    original = block.forward
-    sizes: list[int] = []
-
-    def forward(hidden, *args, **kwargs):
-        sizes.append(hidden.shape[0])
-        if hidden.shape[0] > limit:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(hidden, *args, **kwargs)
-
-    block.forward = forward  # type: ignore[method-assign]
-    try:
-        limit = 2
+    with out_of_memory_above(llama) as state:
+        state["limit"] = 2
         with caplog.at_level(logging.WARNING, logger="driftlib.model.forward"):
             got = next_token_kl(llama, tokenizer, TEXTS, vectors, [0.0, 1.5], batch_size=8, progress=False)
-        limit = 0
+        sizes = list(state["sizes"])
+        state["limit"] = 0
         with pytest.raises(ModelError, match=r"out of memory computing the next-token KL of .* on one text"):
             next_token_kl(llama, tokenizer, TEXTS, vectors, [1.5], batch_size=2, progress=False)
-    finally:
-        del block.forward
     parts = [_hand_kl_sum(llama, tokenizer, text, vectors, 1.5) for text in TEXTS]
     np.testing.assert_allclose(got[1], sum(s for s, _ in parts) / sum(c for _, c in parts), rtol=1e-4)
     assert got[0] == 0.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer, random_vectors
+from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer, out_of_memory_above, random_vectors
 
 from driftlib.core.errors import ConfigError, ModelError
 from driftlib.model.forward import extract_hidden_states
@@ -203,26 +203,14 @@ def test_sweep_halves_the_batch_on_out_of_memory_and_gives_the_same_states(
 
     vectors = _vectors([2])
     want = sweep_hidden_states(llama, tokenizer, TEXTS, vectors, LAMBDAS, [4], batch_size=8, progress=False)
-    block = find_decoder_layers(llama)[0]
-    original = block.forward
-    sizes: list[int] = []
-
-    def forward(hidden, *args, **kwargs):
-        sizes.append(hidden.shape[0])
-        if hidden.shape[0] > limit:
-            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return original(hidden, *args, **kwargs)
-
-    block.forward = forward  # type: ignore[method-assign]
-    try:
-        limit = 2
+    with out_of_memory_above(llama) as state:
+        state["limit"] = 2
         with caplog.at_level(logging.WARNING, logger="driftlib.model.forward"):
             got = sweep_hidden_states(llama, tokenizer, TEXTS, vectors, LAMBDAS, [4], batch_size=8, progress=False)
-        limit = 0
+        sizes = list(state["sizes"])
+        state["limit"] = 0
         with pytest.raises(ModelError, match=r"out of memory sweeping .* on one text of \d+ tokens"):
             sweep_hidden_states(llama, tokenizer, TEXTS, vectors, LAMBDAS, [4], batch_size=2, progress=False)
-    finally:
-        del block.forward
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert sizes[:3] == [len(TEXTS), 4, 2]  # the first batch holds every text, then it is halved twice
     assert "out of memory at batch size 8; retrying with 4" in caplog.text
