@@ -166,6 +166,7 @@ def test_for_operators_gives_one_spec_per_operator() -> None:
     specs = spec.for_operators(["conditional", "add", "ablate", "ablate"], cond)
     # the main operator (add) once, under None, ungated; the others in order, with every option kept
     assert list(specs) == [None, "conditional", "ablate"]
+    assert spec.operator_keys(["conditional", "add", "ablate", "ablate"]) == [None, "conditional", "ablate"]
     assert specs[None].operator == "add" and specs[None].condition is None
     assert specs["conditional"].condition is cond and specs["ablate"].condition is None
     assert all(s.preserve_norm and s.blocks == [1] for s in specs.values())

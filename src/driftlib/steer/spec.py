@@ -107,6 +107,11 @@ class SteeringSpec:
         """The same spec gated by ``condition``."""
         return replace(self, condition=condition)
 
+    def operator_keys(self, compare: Any) -> list[str | None]:
+        """The keys of :meth:`for_operators`: None (this spec's operator), then each other operator of
+        ``compare`` once, in order."""
+        return [None, *[op for op in dict.fromkeys(compare) if op != self.operator]]
+
     def for_operators(self, compare: Any, condition: Condition | None = None) -> dict[str | None, SteeringSpec]:
         """The spec of each operator a sweep steers under, side by side.
 
@@ -122,9 +127,7 @@ class SteeringSpec:
             ConfigError: a gated operator is asked for without a condition.
         """
         specs: dict[str | None, SteeringSpec] = {None: replace(self, condition=condition if self.gated else None)}
-        for op in dict.fromkeys(compare):
-            if op == self.operator:
-                continue
+        for op in self.operator_keys(compare)[1:]:
             spec = replace(self, operator=op, condition=None)
             if spec.gated:
                 if condition is None:

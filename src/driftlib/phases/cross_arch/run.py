@@ -86,7 +86,7 @@ class PairSpecs:
 
     def operators(self) -> list[str | None]:
         """The operator keys: None for the main one, then the compared ones."""
-        return [None, *[op for op in dict.fromkeys(self.compare) if op != self.steering.operator]]
+        return self.steering.operator_keys(self.compare)
 
     def get(self, source: str, method: str) -> tuple[dict[str | None, SteeringSpec], dict]:
         """``(specs by operator key, the conditional operator's accuracy record)`` for one mapped vector."""
