@@ -230,6 +230,16 @@ def test_score_sweep_probe_null_and_axiom_rows_match_the_direct_probe(sweep_file
             assert rows.at[axiom, "probe_n_perm"] == 0 and np.isnan(rows.at[axiom, "probe_p"])
     # the planted separation at lambda 1 beats every shuffle: p at its floor
     assert primary[(primary["lam"] == 1.0) & (primary["category"] == "overall")]["probe_p"].iloc[0] == pytest.approx(0.1)
+    # limited to the own vector: the control keeps its overall probe, without a null or axiom probes
+    limited = score_sweep(path / "sweep.safetensors", path / "prompts.parquet", n_components=None, n_boot=100,
+                          n_perm=0, seed=0, probe_folds=4, probe_permutations=9, probe_axioms=True,
+                          probe_vectors=["own"])
+    rnd = limited[(limited["vector"] == "random") & limited["primary"]]
+    assert (rnd[rnd["category"] == "overall"]["probe_n_perm"] == 0).all()
+    assert rnd[rnd["category"] != "overall"]["probe_auc"].isna().all()
+    assert rnd[rnd["category"] == "overall"]["probe_auc"].notna().all()
+    pd.testing.assert_frame_equal(limited[limited["vector"] == "own"].reset_index(drop=True),
+                                  table[table["vector"] == "own"].reset_index(drop=True), check_dtype=False)
 
 
 def test_score_sweep_probes_identical_states_once(sweep_files, monkeypatch):

@@ -231,10 +231,12 @@ def aqi_options():
 
 
 def sweep_probe_options():
-    """The probe's null and per-axiom rows in the sweeps of phases 3 and 4.5 (a few blocks each);
-    phase 4's transfer sweeps, hundreds of blocks, leave both out (docs/aqi.md)."""
+    """The probe's null and per-axiom rows in the sweeps of phases 3 and 4.5, for the model's own
+    vector (`own`, `same_arch`, under every operator); the controls keep the overall probe. Phase 4's
+    transfer sweeps, hundreds of blocks, leave both out (docs/aqi.md)."""
     a = config["aqi"]
-    return f"--probe-permutations {a['probe_permutations']} --probe-axioms" if a["probe_folds"] else ""
+    return (f"--probe-permutations {a['probe_permutations']} --probe-axioms --probe-vectors own same_arch"
+            if a["probe_folds"] else "")
 
 
 # --- phase 4 ---------------------------------------------------------------------------

@@ -43,7 +43,8 @@ def score_sweep(a: argparse.Namespace) -> None:
 
     score_sweep(a.sweep, a.prompts, method=a.method, n_components=a.pca_components, n_boot=a.bootstrap,
                 n_perm=a.permutations, confidence=a.confidence, seed=a.seed, out=a.out, producer=a.producer,
-                probe_folds=a.probe_folds, probe_permutations=a.probe_permutations, probe_axioms=a.probe_axioms)
+                probe_folds=a.probe_folds, probe_permutations=a.probe_permutations, probe_axioms=a.probe_axioms,
+                probe_vectors=a.probe_vectors)
 
 
 def cost_command(a: argparse.Namespace) -> None:
@@ -125,6 +126,8 @@ def register(sub) -> None:
     p.add_argument("--probe-permutations", type=int, default=0,
                    help="label shuffles of the probe's null at each distinct block (overall rows; 0: none)")
     p.add_argument("--probe-axioms", action="store_true", help="also the probe per axiom (descriptive, no null)")
+    p.add_argument("--probe-vectors", nargs="+", default=None,
+                   help="the null and per-axiom probe only for these vectors (a name before '/' counts; default: all)")
     p.add_argument("--out", required=True)
 
     _operator_parsers(sub)

@@ -31,7 +31,7 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                 n_components: int | None = 32, n_boot: int = 1000, n_perm: int = 200,
                 confidence: float = 0.95, seed: int = 0, out: str | Path | None = None,
                 producer: str = "sweep_same_arch", probe_folds: int = 0, probe_permutations: int = 0,
-                probe_axioms: bool = False) -> pd.DataFrame:
+                probe_axioms: bool = False, probe_vectors: Sequence[str] | None = None) -> pd.DataFrame:
     """AQI per (vector, lambda, layer, category) from a sweep file.
 
     The sweep file (``driftlib sweep`` or ``driftlib transfer-sweep``) holds one tensor
@@ -39,7 +39,9 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
     (phase 3's files, which have none, hold ``own`` and ``random``). With ``probe_folds``, the
     overall rows of the primary layer also carry the cross-validated linear-probe AUC
     (:func:`sweep_probe`), with ``probe_permutations`` label shuffles of its null, and with
-    ``probe_axioms`` the per-axiom rows of the primary layer too.
+    ``probe_axioms`` the per-axiom rows of the primary layer too; ``probe_vectors`` limits the null
+    and the per-axiom rows to the vectors of these names (a name before ``/`` counts: ``same_arch``
+    covers ``same_arch/ablate``; None: every vector), the others keep the overall probe and its interval.
     """
     from driftlib.datasets.prompts import PROMPT_COLUMNS
     from driftlib.stats.aqi import score_categories
@@ -75,10 +77,15 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                 frames.append(table)
     result = pd.concat(frames, ignore_index=True)
     if probe_folds:
-        fitted: dict[bytes, Any] = {}  # as for the AQI: each distinct block is probed once
+        fitted: dict[tuple[bytes, bool], Any] = {}  # as for the AQI: each distinct block is probed once
+
+        def full(v: str) -> bool:
+            return probe_vectors is None or v.split("/")[0] in probe_vectors
+
         probes = pd.concat([sweep_probe(arrays[v][:, :, 0, :], y, lambdas, layers[0], vector=v, n_folds=probe_folds,
                                         n_boot=n_boot, confidence=confidence, seed=seed, cache=fitted,
-                                        n_perm=probe_permutations, categories=categories if probe_axioms else None)
+                                        n_perm=probe_permutations if full(v) else 0,
+                                        categories=categories if probe_axioms and full(v) else None)
                             for v in vectors],
                            ignore_index=True)
         result = result.merge(probes, on=["vector", "lam", "layer", "category"], how="left")
@@ -157,8 +164,9 @@ def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: i
         h: ``[n_lambdas, n, d]`` the vector's states at the primary layer.
         y: ``[n]`` labels, 1 = safe.
         lambdas: the sweep's lambdas; layer: the primary layer (recorded); vector: its name.
-        cache: results by the bytes' digest of a block of states, filled and reused across calls (the
-            same states with the same seed give the same result: lambda 0 is shared by every vector).
+        cache: results by the bytes' digest of a block of states (and whether the null and the axiom
+            rows were asked for), filled and reused across calls (the same states with the same seed
+            give the same result: lambda 0 is shared by every vector).
         n_perm: label shuffles of the null (0: none).
         categories: ``[n]`` each prompt's axiom: also one row per axiom, each from that axiom's prompts
             alone and without the null (descriptive: a few prompts a class). None: the ``overall`` row only.
@@ -171,7 +179,7 @@ def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: i
     rows = []
     for i, lam in enumerate(lambdas):
         x = np.ascontiguousarray(h[i])
-        key = hashlib.blake2b(x.tobytes(), digest_size=16).digest()
+        key = (hashlib.blake2b(x.tobytes(), digest_size=16).digest(), bool(n_perm), categories is not None)
         if key not in cache:
             found = [{"category": "overall", **probe_auc(x, y, n_perm=n_perm, **options).as_dict()}]
             for axiom in axioms:  # each from its own prompts; descriptive, so without the null's cost
