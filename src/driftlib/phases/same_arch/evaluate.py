@@ -77,7 +77,7 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                 frames.append(table)
     result = pd.concat(frames, ignore_index=True)
     if probe_folds:
-        fitted: dict[tuple[bytes, bool], Any] = {}  # as for the AQI: each distinct block is probed once
+        fitted: dict[tuple, Any] = {}  # as for the AQI: each distinct block is probed once
 
         def full(v: str) -> bool:
             return probe_vectors is None or v.split("/")[0] in probe_vectors
@@ -107,7 +107,8 @@ def score_sweep(sweep: str | Path, prompts: str | Path, *, method: str = "standa
                                            "kind": meta.get("kind", ""), "inject_layers": meta.get("inject_layers", []),
                                            "steps": meta.get("steps", ""), "operator": meta.get("operator", "add"),
                                            "probe_folds": probe_folds, "probe_permutations": probe_permutations,
-                                           "probe_axioms": probe_axioms})
+                                           "probe_axioms": probe_axioms,
+                                           "probe_vectors": list(probe_vectors) if probe_vectors is not None else None})
     return result
 
 
@@ -150,7 +151,7 @@ SWEEP_PROBE_COLUMNS = ["probe_auc", "probe_ci_low", "probe_ci_high", "probe_se",
 
 
 def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: int, *, vector: str, n_folds: int,
-                n_boot: int, confidence: float, seed: int, cache: dict[bytes, Any] | None = None,
+                n_boot: int, confidence: float, seed: int, cache: dict[tuple, Any] | None = None,
                 n_perm: int = 0, categories: np.ndarray | None = None) -> pd.DataFrame:
     """Cross-validated linear-probe AUC (:func:`driftlib.stats.probe.probe_auc`) of one vector's states at
     every lambda, with its bootstrap interval, standard error and, with ``n_perm``, its label-shuffle
