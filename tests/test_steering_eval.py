@@ -280,7 +280,7 @@ def test_behaviour_along_lambda_per_axiom_against_hand_counts(tmp_path):
             rows += [{"model": "m", "operator": "add", "lam": lam, "axiom": axiom, "safety_label": label,
                       "refused": i < k} for i in range(10)]
     write_table(pd.DataFrame(rows), tmp_path / "answers.parquet")
-    table = behaviour_along_lambda([tmp_path / "answers.parquet"], per_axiom=True)
+    table = behaviour_along_lambda([tmp_path / "answers.parquet"])
     assert list(table["axiom"][:3]) == ["overall", "A", "B"]
     assert list(table["descriptive"]) == [False, True, True] * 2
     for lam, by in counts.items():
@@ -293,6 +293,6 @@ def test_behaviour_along_lambda_per_axiom_against_hand_counts(tmp_path):
             assert row["split_se"] == pytest.approx(np.sqrt(pu * (1 - pu) / 12 + ps * (1 - ps) / 12))
         whole = table[(table["lam"] == lam) & (table["axiom"] == "overall")].iloc[0]
         assert whole["refusal_unsafe"] == pytest.approx((by[("A", "unsafe")] + by[("B", "unsafe")]) / 20)
-    overall = behaviour_along_lambda([tmp_path / "answers.parquet"])
-    assert "axiom" not in overall and len(overall) == 2
-    np.testing.assert_allclose(overall["refusal_split"], table[table["axiom"] == "overall"]["refusal_split"])
+    # no answers (behaviour off): an empty table the summary can still filter for its overall rows
+    empty = behaviour_along_lambda([])
+    assert empty.empty and list(empty.columns) == ["model", "operator", "lam", "axiom", "descriptive"]

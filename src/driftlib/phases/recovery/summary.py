@@ -60,16 +60,16 @@ def _limits(rows: pd.DataFrame, fraction: float) -> dict:
 
 
 def behaviour_table(summary: pd.DataFrame, answers: Sequence[str | Path], behaviour: str | Path, *, operator: str,
-                    confidence: float = 0.95, per_axiom: bool = False) -> pd.DataFrame:
-    """One row per (model, strength): the behavioural dealignment drop and the share recovered at the
+                    confidence: float = 0.95) -> pd.DataFrame:
+    """One row per (model, strength, axiom): the behavioural dealignment drop and the share recovered at the
     same-arch vector's best lambda under the main ``operator``
     (:func:`driftlib.phases.recovery.evaluate.behaviour_recovery`).
 
     ``summary``: the ``evaluate_recovery`` rows (for the best lambda, and the vector's stability
     with ``below_stability_floor``, which the rows carry on); ``answers``: the recovery sweeps'
-    answer tables; ``behaviour``: phase 1's ``behaviour.parquet`` (the aligned model's counts);
-    ``per_axiom``: also one row per axiom (column ``axiom``, ``overall`` first), each from that axiom's
-    prompts and the aligned model's counts on them, marked ``descriptive`` (a few prompts a class).
+    answer tables; ``behaviour``: phase 1's ``behaviour.parquet`` (the aligned model's counts).
+    ``axiom`` ``overall`` comes first; each other row is read from that axiom's prompts against the
+    aligned model's counts on them, and marked ``descriptive`` (a few prompts a class).
     """
     from driftlib.phases.recovery.evaluate import behaviour_recovery
 
@@ -85,13 +85,12 @@ def behaviour_table(summary: pd.DataFrame, answers: Sequence[str | Path], behavi
         if best.empty or (model, "overall") not in phase1.index:
             raise ArtifactError(f"{path}: no recovery row for {model} at {steps} steps under {operator!r}, or no "
                                 "phase-1 behaviour of its aligned model; re-run evaluate_recovery / baseline_summary")
-        axioms = ["overall"] + (sorted(df["axiom"].astype(str).unique()) if per_axiom else [])
-        for axiom in axioms:
+        for axiom in ["overall", *sorted(df["axiom"].astype(str).unique())]:
             sub = df if axiom == "overall" else df[df["axiom"].astype(str) == axiom]
             r = behaviour_recovery(sub, phase1.loc[(model, axiom)].to_dict(), float(best["lam"].iloc[0]),
                                    confidence=confidence)
             rows.append({"model": model, "steps": steps, "vector": "same_arch", "operator": operator,
-                         **({"axiom": axiom, "descriptive": axiom != "overall"} if per_axiom else {}), **r,
+                         "axiom": axiom, "descriptive": axiom != "overall", **r,
                          "vector_stability": float(best["vector_stability"].iloc[0]),
                          "below_stability_floor": bool(best["below_stability_floor"].iloc[0])})
     return pd.DataFrame(rows).sort_values(["model", "steps"], kind="stable").reset_index(drop=True)
@@ -136,7 +135,7 @@ def summarize_recovery(tables: Sequence[str | Path], sweep_aqis: Sequence[str | 
         if operator == main:
             limits["models"].setdefault(model, {})[vector] = limit
     if answers and behaviour is not None:
-        by_axiom = behaviour_table(summary, answers, behaviour, operator=main, confidence=confidence, per_axiom=True)
+        by_axiom = behaviour_table(summary, answers, behaviour, operator=main, confidence=confidence)
         beh = by_axiom[by_axiom["axiom"] == "overall"].drop(columns=["axiom", "descriptive"]).reset_index(drop=True)
         write_table(beh, out / "recovery_behaviour.parquet")
         write_table(beh.round(4), out / "recovery_behaviour.csv")

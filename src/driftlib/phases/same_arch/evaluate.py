@@ -165,8 +165,8 @@ def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: i
         h: ``[n_lambdas, n, d]`` the vector's states at the primary layer.
         y: ``[n]`` labels, 1 = safe.
         lambdas: the sweep's lambdas; layer: the primary layer (recorded); vector: its name.
-        cache: results by the bytes' digest of a block of states (and whether the null and the axiom
-            rows were asked for), filled and reused across calls (the same states with the same seed
+        cache: results by the bytes' digest of a block of states (with the null's shuffle count and
+            whether axiom rows were asked for), filled and reused across calls (the same states with the same seed
             give the same result: lambda 0 is shared by every vector).
         n_perm: label shuffles of the null (0: none).
         categories: ``[n]`` each prompt's axiom: also one row per axiom, each from that axiom's prompts
@@ -176,15 +176,15 @@ def sweep_probe(h: np.ndarray, y: np.ndarray, lambdas: Sequence[float], layer: i
 
     cache = {} if cache is None else cache
     options = {"n_folds": n_folds, "n_boot": n_boot, "confidence": confidence, "seed": seed}
-    axioms = [] if categories is None else sorted(set(np.asarray(categories).astype(str).tolist()))
+    cats = None if categories is None else np.asarray(categories).astype(str)
+    masks = {} if cats is None else {axiom: cats == axiom for axiom in sorted(set(cats.tolist()))}
     rows = []
     for i, lam in enumerate(lambdas):
         x = np.ascontiguousarray(h[i])
-        key = (hashlib.blake2b(x.tobytes(), digest_size=16).digest(), bool(n_perm), categories is not None)
+        key = (hashlib.blake2b(x.tobytes(), digest_size=16).digest(), int(n_perm), cats is not None)
         if key not in cache:
             found = [{"category": "overall", **probe_auc(x, y, n_perm=n_perm, **options).as_dict()}]
-            for axiom in axioms:  # each from its own prompts; descriptive, so without the null's cost
-                mask = np.asarray(categories).astype(str) == axiom
+            for axiom, mask in masks.items():  # each from its own prompts; descriptive, so without the null's cost
                 found.append({"category": axiom, **probe_auc(x[mask], y[mask], n_perm=0, **options).as_dict()})
             cache[key] = found
         for r in cache[key]:

@@ -28,17 +28,10 @@ GAP_COLUMNS = ["model", "operator", "lam", "measure", "gain", "gain_se", "gap", 
                "share_ci_low", "share_ci_high", "defined", "note"]
 
 
-def behaviour_along_lambda(answers: Sequence[str | Path], confidence: float = 0.95, *,
-                           per_axiom: bool = False) -> pd.DataFrame:
+def behaviour_along_lambda(answers: Sequence[str | Path], confidence: float = 0.95) -> pd.DataFrame:
     """Refusal rates (Wilson intervals) and the refusal split (Newcombe interval, and its
-    Agresti-Caffo standard error ``split_se``) per model, operator and lambda, from steered answer tables.
-
-    Args:
-        answers: the steered answer tables (``answer-prompts`` along lambda).
-        confidence: coverage of the intervals.
-        per_axiom: also one row per axiom (column ``axiom``, ``overall`` first; per-axiom rows
-            are ``descriptive``: a few prompts a class). False: the overall rows only, without the
-            ``axiom`` column.
+    Agresti-Caffo standard error ``split_se``) per model, operator, lambda and axiom (``overall``
+    first; the per-axiom rows are ``descriptive``: a few prompts a class), from steered answer tables.
     """
     from driftlib.stats.behaviour import refusal_rates
 
@@ -49,19 +42,18 @@ def behaviour_along_lambda(answers: Sequence[str | Path], confidence: float = 0.
             rates = refusal_rates(sub["refused"].to_numpy(bool), sub["safety_label"].to_numpy(), sub["axiom"].to_numpy(),
                                   confidence=confidence)
             rates = pd.concat([rates[rates["axiom"] == "overall"], rates[rates["axiom"] != "overall"]])
-            for _, rate in (rates if per_axiom else rates[rates["axiom"] == "overall"]).iterrows():
+            for _, rate in rates.iterrows():
                 row = rate.to_dict()
                 row.update(model=model, operator=operator, lam=float(lam), descriptive=row["axiom"] != "overall",
                            split_se=split_se(row["refusal_unsafe"], row["n_unsafe"], row["over_refusal_safe"],
                                              row["n_safe"]))
                 frames.append(row)
+    lead = ["model", "operator", "lam", "axiom", "descriptive"]
     if not frames:
-        return pd.DataFrame(columns=["model", "operator", "lam"] + (["axiom"] if per_axiom else []))
+        return pd.DataFrame(columns=lead)
     out = pd.DataFrame(frames).rename(columns={"difference": "refusal_split", "difference_ci_low": "refusal_split_ci_low",
                                                "difference_ci_high": "refusal_split_ci_high"})
-    lead = ["model", "operator", "lam"] + (["axiom", "descriptive"] if per_axiom else [])
-    out = out[lead + [c for c in out.columns if c not in lead + ["axiom", "descriptive"]]]
-    return out
+    return out[lead + [c for c in out.columns if c not in lead]]
 
 
 def _se_from_interval(low: float, high: float, confidence: float) -> float:

@@ -43,9 +43,8 @@ def summarize_steering(sweeps: Sequence[str | Path], costs: Sequence[str | Path]
     phase1 = read_table(baseline_summary, columns=["model", "variant", "layer", "category", "aqi"],
                         producer="baseline_summary")[0]
     phase1_behaviour = read_table(behaviour)[0] if behaviour else None
-    by_axiom = behaviour_along_lambda(answers, confidence=confidence, per_axiom=True)
-    steered_behaviour = (by_axiom[by_axiom["axiom"] == "overall"].drop(columns=["axiom", "descriptive"])
-                         if len(by_axiom) else by_axiom.drop(columns=["axiom"]))
+    by_axiom = behaviour_along_lambda(answers, confidence=confidence)
+    steered_behaviour = by_axiom[by_axiom["axiom"] == "overall"].drop(columns=["axiom", "descriptive"])
     rows, report, gaps = [], {}, []
     for sweep_path, cost_path in zip(sweeps, costs):
         sweep = read_table(sweep_path, columns=["model", "vector", "lam", "layer", "category", "aqi"],
