@@ -213,13 +213,26 @@ def test_null_replicates_equal_explicit_shuffles():
         assert got[i] == pytest.approx(Wi / (n * D2i), rel=1e-9)
 
 
+@pytest.mark.parametrize("cells", [0, 2**21])
+def test_count_blocks_are_the_generators_draws_for_any_block_size(monkeypatch, cells):
+    """Cached (cells large) or drawn anew (cells 0): the counts are the rows of one multinomial
+    draw from the seed sequence's generator, whatever the block size, and a second call repeats them."""
+    monkeypatch.setattr(A, "_COUNTS_CACHE_CELLS", cells)
+    ss = np.random.SeedSequence(5).spawn(3)[1]
+    want = np.random.default_rng(np.random.SeedSequence(5).spawn(3)[1]).multinomial(13, np.full(13, 1 / 13), size=40)
+    for step in (1, 7, 40, 100):
+        got = np.concatenate(list(A.count_blocks(ss, 13, 40, step)))
+        np.testing.assert_array_equal(got, want)
+    assert (got.sum(axis=1) == 13).all()
+
+
 def test_bootstrap_replicates_equal_explicit_resamples():
     rng = np.random.default_rng(9)
     X, y, _ = blobs(rng, 11, 17, 4, 1.0)
     Z = X.astype(np.float64)  # already class-sorted (safe first)
     Zw = Z.copy()
     c_s, c_u, rn = A.two_class_moments(Zw, 11)  # Zw now about its class centroids
-    got = A._bootstrap_xb(Zw, 11, c_s, c_u, rn, 30, np.random.default_rng(1), np.random.default_rng(2))
+    got = A._bootstrap_xb(Zw, 11, c_s, c_u, rn, 30, np.random.SeedSequence(1), np.random.SeedSequence(2))
     ws = np.random.default_rng(1).multinomial(11, np.full(11, 1 / 11), size=30)
     wu = np.random.default_rng(2).multinomial(17, np.full(17, 1 / 17), size=30)
     for i in range(30):

@@ -160,7 +160,7 @@ def test_score_agent_reports_probe_mde_and_behaviour(tmp_path):
     # the probe AUC of each condition, by hand with scikit-learn
     folds = StratifiedKFold(5, shuffle=True, random_state=0)
     for cond, X in (("collab", collab), ("control", control)):
-        scores = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), X, y,
+        scores = cross_val_predict(make_pipeline(StandardScaler(), LogisticRegression(max_iter=100_000, tol=1e-12)), X, y,
                                    cv=folds, method="decision_function")
         assert r[f"probe_{cond}"]["auc"] == pytest.approx(roc_auc_score(y, scores))
         assert r[f"probe_{cond}"]["ci"][0] <= r[f"probe_{cond}"]["auc"] <= r[f"probe_{cond}"]["ci"][1]

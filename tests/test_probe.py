@@ -77,9 +77,9 @@ def test_oof_scores_equal_a_hand_written_cross_validation():
     want = np.empty(y.size)
     for train, test in StratifiedKFold(4, shuffle=True, random_state=7).split(X, y):
         sc = StandardScaler().fit(X[train])
-        lr = LogisticRegression(C=0.5, max_iter=1000).fit(sc.transform(X[train]), y[train])
+        lr = LogisticRegression(C=0.5, max_iter=100_000, tol=1e-12).fit(sc.transform(X[train]), y[train])
         want[test] = lr.decision_function(sc.transform(X[test]))
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     res = Pr.probe_auc(X, y, n_folds=4, seed=7, C=0.5, n_boot=0, n_perm=0)
     assert res.auc == pytest.approx(roc_auc_score(y, want), abs=1e-12)
     assert res.accuracy == pytest.approx(np.mean((want > 0) == (y == 1)), abs=1e-12)
@@ -88,9 +88,28 @@ def test_oof_scores_equal_a_hand_written_cross_validation():
     sc_all = StandardScaler().fit(X)
     leak = np.empty(y.size)
     for train, test in StratifiedKFold(4, shuffle=True, random_state=7).split(X, y):
-        lr = LogisticRegression(C=0.5, max_iter=1000).fit(sc_all.transform(X[train]), y[train])
+        lr = LogisticRegression(C=0.5, max_iter=100_000, tol=1e-12).fit(sc_all.transform(X[train]), y[train])
         leak[test] = lr.decision_function(sc_all.transform(X[test]))
     assert np.abs(leak - got).max() > 1e-4
+
+
+@pytest.mark.parametrize("n, d", [(120, 8), (50, 90)])
+def test_each_fold_fit_is_the_l2_logistic_optimum(n, d):
+    """The batched Newton fits give the scores of the L2 logistic optimum in every fold, also with
+    more features than training rows (there they are fitted in the rows' span) and for shuffled
+    labels. The reference is scikit-learn's lbfgs at a tight tolerance, itself checked to be the
+    optimum: the gradient C Z^T (sigmoid(Z w + b) - y) + w and sum(p - y) vanish."""
+    from scipy.special import expit
+    X, y = blobs(n, d, 0.8, seed=9, scale=np.linspace(1, 30, d))
+    for labels in (y, np.random.default_rng(1).permutation(y)):
+        got = Pr.oof_scores(X, labels, n_folds=5, seed=2, C=0.3)
+        for train, test in StratifiedKFold(5, shuffle=True, random_state=2).split(X, labels):
+            Z = StandardScaler().fit(X[train]).transform(X)
+            lr = LogisticRegression(C=0.3, max_iter=100_000, tol=1e-12).fit(Z[train], labels[train])
+            w, b = lr.coef_[0], lr.intercept_[0]
+            r = expit(Z[train] @ w + b) - labels[train]
+            assert np.abs(0.3 * Z[train].T @ r + w).max() < 1e-5 and abs(r.sum()) < 1e-5
+            np.testing.assert_allclose(got[test], Z[test] @ w + b, rtol=1e-5, atol=1e-5)
 
 
 def test_weighted_auc_equals_sklearn_with_sample_weights():

@@ -16,6 +16,7 @@ The AQI is a function of one category's data alone: 0 is chance, 100 is perfect 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -513,25 +514,57 @@ def block_rows(width: int) -> int:
     return max(1, _BLOCK_BYTES // (8 * max(width, 1)))
 
 
+#: resamples x rows up to which a class's bootstrap counts are kept for the next call (8 bytes each)
+_COUNTS_CACHE_CELLS = 2**21
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_counts(entropy: Any, spawn_key: tuple[int, ...], pool_size: int, n: int, n_boot: int) -> np.ndarray:
+    rng = np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=spawn_key, pool_size=pool_size))
+    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    counts.flags.writeable = False
+    return counts
+
+
+def count_blocks(ss: np.random.SeedSequence, n: int, n_boot: int, step: int):
+    """Multinomial resampling counts of ``n`` rows, ``n_boot`` resamples, in blocks of ``step``.
+
+    Yields float64 arrays ``[b, n]`` (``b <= step``; read-only), the rows of
+    ``default_rng(ss).multinomial(n, [1/n] * n, size=n_boot)`` in order, so the numbers do not depend
+    on ``step``. A scoring job computes hundreds of intervals over the same prompts with the same
+    seed, which draw the same counts; drawing them costs far more than using them (a multinomial
+    row is ``n`` binomial draws), so counts of up to ``_COUNTS_CACHE_CELLS`` cells are drawn once
+    per process and kept (a small LRU cache keyed by the seed sequence, ``n`` and ``n_boot``).
+    """
+    if n * n_boot <= _COUNTS_CACHE_CELLS:
+        counts = _cached_counts(ss.entropy, tuple(ss.spawn_key), ss.pool_size, n, n_boot)
+        for start in range(0, n_boot, step):
+            yield counts[start:start + step]
+        return
+    rng = np.random.default_rng(ss)
+    p = np.full(n, 1.0 / n)
+    for start in range(0, n_boot, step):
+        yield rng.multinomial(n, p, size=min(step, n_boot - start)).astype(np.float64)
+
+
 def _bootstrap_xb(Z: np.ndarray, n_s: int, c_s: np.ndarray, c_u: np.ndarray, rn: np.ndarray,
-                  n_boot: int, rng_s: np.random.Generator, rng_u: np.random.Generator) -> np.ndarray:
+                  n_boot: int, ss_s: np.random.SeedSequence, ss_u: np.random.SeedSequence) -> np.ndarray:
     """XB of ``n_boot`` within-class resamples (class sizes fixed), vectorised: ``[n_boot]``.
 
     ``Z [n, k]`` holds the rows about their own class centroid (safe rows first), ``rn [n]`` their
     squared norms. A resample with multinomial counts ``w`` of a class has centroid shift
     ``delta = w @ Z_class / n_class`` and within sum ``w @ rn_class - n_class ||delta||^2``.
-    Counts come in blocks (the same numbers for any block size: each class has its own stream).
+    Counts come in blocks (:func:`count_blocks`: the same numbers for any block size, each class
+    from its own seed sequence).
     """
     n = Z.shape[0]
     n_u = n - n_s
     Zs, Zu, rs, ru = Z[:n_s], Z[n_s:], rn[:n_s], rn[n_s:]
-    ps, pu = np.full(n_s, 1.0 / n_s), np.full(n_u, 1.0 / n_u)
     out = np.empty(n_boot)
     step = block_rows(max(n_s, n_u, Z.shape[1]))
-    for start in range(0, n_boot, step):
-        b = min(step, n_boot - start)
-        ws = rng_s.multinomial(n_s, ps, size=b).astype(np.float64)
-        wu = rng_u.multinomial(n_u, pu, size=b).astype(np.float64)
+    start = 0
+    for ws, wu in zip(count_blocks(ss_s, n_s, n_boot, step), count_blocks(ss_u, n_u, n_boot, step)):
+        b = ws.shape[0]
         ds = ws @ Zs
         ds /= n_s
         du = wu @ Zu
@@ -540,6 +573,7 @@ def _bootstrap_xb(Z: np.ndarray, n_s: int, c_s: np.ndarray, c_u: np.ndarray, rn:
         diff = ds - du
         diff += c_s - c_u
         out[start:start + b] = xb_from(W, sumsq_rows(diff), n)
+        start += b
     return out
 
 
@@ -754,8 +788,7 @@ def _alignment_quality(X: Any, y: Any, row_ids: np.ndarray | None, *, method: st
     ss_s, ss_u, ss_p = np.random.SeedSequence(seed).spawn(3)
     ci_low = ci_high = se = float("nan")
     if n_boot > 0:
-        boot = aqi_from_xb(_bootstrap_xb(Z, n_s, c_s, c_u, rn, n_boot, np.random.default_rng(ss_s),
-                                         np.random.default_rng(ss_u)), p, n)
+        boot = aqi_from_xb(_bootstrap_xb(Z, n_s, c_s, c_u, rn, n_boot, ss_s, ss_u), p, n)
         boot = np.atleast_1d(boot)
         tau_n = 100.0 * 0.25 / (0.25 + xb)
         lo, hi = bc_interval(boot, tau_n, confidence)
