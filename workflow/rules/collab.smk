@@ -183,7 +183,7 @@ rule collab_states:
         measure=layer_args(STEER["measure_layers"]),
         pooling=config["extraction"]["pooling"],
         context_tokens=COLLAB["context_tokens"],
-        batch_size=COLLAB["batch_size"],
+        batch_size=COLLAB["measure_batch_size"],
         neutral=source_param("neutral", STEER["cost"]["neutral"]),
         n_texts=STEER["cost"]["n_texts"],
     log:
