@@ -5,6 +5,7 @@ when a call ends, so no job outlives its test: the SLURM plugin has been seen to
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -89,3 +90,40 @@ def run_snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: f
     if check and result.returncode != 0:
         pytest.fail(f"{what} failed ({result.returncode}):\n{result.stdout[-8000:]}")
     return result
+
+
+#: a small version of the embedded default: two architectures, short training, small samples
+SMALL = {
+    "seed": 0,
+    "tiny": {"vocab_size": 512, "base_steps": 20, "aligned_steps": 10},
+    "data": {"prompts": {"per_group": 6}, "pairs": {"n": 20}},
+    "models": {
+        "llama": {"aligned": "tiny:llama-aligned", "base": "tiny:llama-base"},
+        "qwen2": {"aligned": "tiny:qwen2-aligned", "base": "tiny:qwen2-base"},
+    },
+    "extraction": {"batch_size": 8, "max_length": 64},
+    "aqi": {"layers": [0.5, 1.0], "pca_components": 8, "bootstrap": 200, "permutations": 50,
+            "probe_permutations": 5},
+    "vectors": {"stability_splits": 5},
+    "steering": {"layers": [0.5], "measure_layers": [1.0], "lambdas": [0, 0.5, 1],
+                 "cost": {"n_texts": 6, "n_prompts": 2, "max_new_tokens": 6}},
+    "cross_arch": {"anchors": {"n": 80}, "procrustes_components": 8, "relative_anchors": 16, "folds": 3},
+    "dealign": {"steps": [3, 6], "batch_size": 4, "max_length": 96, "lr": 0.005},
+    "collaboration": {"n_tasks": 2, "pairings": [["llama", "qwen2"]], "rounds": 2, "seeds": [0],
+                      "max_new_tokens": 6, "context_tokens": 160, "permutations": 100},
+    "game": {"lambdas": [0, 1], "sensitivity": [0, 1, 4]},
+}
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """The rule -> job count table of a dry run (empty when there is nothing to do)."""
+    out = run_snakemake(workdir, "-n", *args).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines():
+        m = re.match(r"^([A-Za-z_][\w]*)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,31 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from snakemake_run import BIN, REPO, make_workdir, run_snakemake, write_config
+from snakemake_run import BIN, SMALL, make_workdir, planned_jobs, run_snakemake, write_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.timeout(1800)]  # the module fixture runs the workflow
 
-#: a small version of the embedded default: two architectures, short training, small samples
-SMALL = {
-    "seed": 0,
-    "tiny": {"vocab_size": 512, "base_steps": 20, "aligned_steps": 10},
-    "data": {"prompts": {"per_group": 6}, "pairs": {"n": 20}},
-    "models": {
-        "llama": {"aligned": "tiny:llama-aligned", "base": "tiny:llama-base"},
-        "qwen2": {"aligned": "tiny:qwen2-aligned", "base": "tiny:qwen2-base"},
-    },
-    "extraction": {"batch_size": 8, "max_length": 64},
-    "aqi": {"layers": [0.5, 1.0], "pca_components": 8, "bootstrap": 200, "permutations": 50,
-            "probe_permutations": 5},
-    "vectors": {"stability_splits": 5},
-    "steering": {"layers": [0.5], "measure_layers": [1.0], "lambdas": [0, 0.5, 1],
-                 "cost": {"n_texts": 6, "n_prompts": 2, "max_new_tokens": 6}},
-    "cross_arch": {"anchors": {"n": 80}, "procrustes_components": 8, "relative_anchors": 16, "folds": 3},
-    "dealign": {"steps": [3, 6], "batch_size": 4, "max_length": 96, "lr": 0.005},
-    "collaboration": {"n_tasks": 2, "pairings": [["llama", "qwen2"]], "rounds": 2, "seeds": [0],
-                      "max_new_tokens": 6, "context_tokens": 160, "permutations": 100},
-    "game": {"lambdas": [0, 1], "sensitivity": [0, 1, 4]},
-}
 #: the phase-4 jobs of SMALL's two (source, target) pairs that anything downstream of the prompts re-runs
 TRANSFER_AFTER_PROMPTS = {"transfer_sweep": 2, "score_transfer": 2, "transfer_efficiency": 2, "transfer_answers": 2, "transfer_summary": 1}
 #: the phase-4.5 jobs (2 models x 2 strengths) that anything downstream of the prompts re-runs
@@ -52,20 +29,6 @@ COLLAB_AFTER_SCORING = {"score_collab": 8, "collab_summary": 1, "solve_game": 1,
 #: ... and after new prompts: each agent's states in every run as well (not the transcripts)
 COLLAB_AFTER_PROMPTS = {"collab_states": 8, **COLLAB_AFTER_SCORING}
 AFTER_PROMPTS = {**TRANSFER_AFTER_PROMPTS, **RECOVERY_AFTER_PROMPTS, **COLLAB_AFTER_PROMPTS}
-
-
-def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
-    """The rule -> job count table of a dry run (empty when there is nothing to do)."""
-    out = run_snakemake(workdir, "-n", *args).stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:", 1)[1]
-    jobs = {}
-    for line in table.splitlines():
-        m = re.match(r"^([A-Za-z_][\w]*)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            jobs[m.group(1)] = int(m.group(2))
-    return jobs
 
 
 def planned_after(workdir: Path, change) -> dict[str, int]:
@@ -419,65 +382,3 @@ def test_collaboration_by_hand_matches_the_workflow(finished: Path, tmp_path: Pa
     subprocess.run(cmd, check=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     pd.testing.assert_frame_equal(pd.read_parquet(out),
                                   pd.read_parquet(finished / "results/collab/llama+qwen2/0x1/transcripts.parquet"))
-
-
-def test_lint_is_clean(tmp_path: Path) -> None:
-    workdir = make_workdir(tmp_path, SMALL)
-    out = run_snakemake(workdir, "--lint").stdout
-    assert "Congratulations, your workflow is in a good condition!" in out, out
-
-
-def test_paper_config_validates_and_dry_runs(tmp_path: Path) -> None:
-    workdir = make_workdir(tmp_path, SMALL)
-    shutil.copy(REPO / "config/paper.yaml", workdir / "config/paper.yaml")
-    jobs = planned_jobs(workdir, "--configfile", "config/paper.yaml")
-    # 4 families with base + instruct, Phi-3 mini instruct only; no tiny models are merged in
-    assert jobs["extract_prompts"] == 9 and jobs["score_aqi"] == 9
-    assert jobs["extract_pairs"] == 9 and jobs["compute_vectors"] == 5
-    assert jobs["sweep_same_arch"] == 5  # Phi-3-mini, without a base, steered itself
-    # phase 4: 5 sources x 5 targets minus the diagonal; anchors once per model
-    # one transfer sweep per target over the mapped vectors of every source into it
-    assert jobs["fit_maps"] == 20 and jobs["transfer_sweep"] == 5 and jobs["extract_anchors"] == 5
-    assert "tiny_base" not in jobs
-    # phase 5/6: pairs of 2, 2 and 3 agents over a grid of 3 postures: 9 + 9 + 27 runs; each agent's
-    # solo control once per posture (5 agents x 3)
-    assert jobs["collaborate"] == 45 and jobs["solo_run"] == 15 and jobs["solve_game"] == 3
-
-
-def test_real_small_config_validates_and_dry_runs(tmp_path: Path) -> None:
-    """The real-weights config plans every phase (the packages are only needed to run it)."""
-    workdir = make_workdir(tmp_path, SMALL)
-    shutil.copy(REPO / "config/real-small.yaml", workdir / "config/real-small.yaml")
-    jobs = planned_jobs(workdir, "--configfile", "config/real-small.yaml")
-    assert jobs["materialize_real"] == 2 and "tiny_base" not in jobs
-    # no base variants: both models are steered themselves, and each is the other's phase-4 target
-    assert jobs["sweep_same_arch"] == 2 and jobs["fit_maps"] == jobs["transfer_sweep"] == 2
-    assert jobs["train_dealign"] == 1 and jobs["recovery_sweep"] == 2  # SmolLM2-Instruct only, 2 strengths
-    # phase 5/6: the 2 x 2 posture grid, and the pre-steered run again under conditional and ablate
-    # (steering.compare), each of those gated by a condition fitted on the agent's own model
-    assert jobs["collaborate"] == 6 and jobs["solve_game"] == 1 and jobs["fit_agent_condition"] == 2
-
-
-@pytest.mark.parametrize("change, words", [
-    (lambda c: c["aqi"].update(bootstrap="many"), ["aqi.bootstrap", "integer"]),
-    (lambda c: c["data"]["prompts"].update(per_gruop=3), ["data.prompts.per_gruop", "unknown key"]),
-    (lambda c: c.update(models={}), ["models", "minProperties"]),
-    (lambda c: c["models"].update({"../x": {"aligned": "tiny:llama-aligned"}}), ["'../x'", "results/"]),
-    (lambda c: c["models"]["llama"].update(aligned="tiny:llama-base"), ["models.llama.aligned", "base model"]),
-    (lambda c: c["aqi"].update(layers=[0.5, 9]), ["aqi.layers[1]", "does not exist"]),
-    (lambda c: c["steering"].update(lambdas=[0, 0.5, 0.5]), ["steering.lambdas", "non-unique"]),
-    (lambda c: c["steering"].update(layers=[1.0]), ["steering.measure_layers", "is not after"]),
-    (lambda c: c["steering"].update(measure_layers=[0.75]), ["steering.measure_layers[0]", "not in aqi.layers"]),
-    (lambda c: c["collaboration"].update(pairings=[["llama", "mistral"]]), ["collaboration.pairings[0]", "mistral"]),
-    (lambda c: c["collaboration"].update(rounds=1), ["collaboration.rounds", "minimum"]),
-    (lambda c: c["game"].update(lambdas=[0.5, 1]), ["game.lambdas", "no 0"]),
-])
-def test_bad_config_is_rejected_naming_the_key(tmp_path: Path, change, words) -> None:
-    config = yaml.safe_load(yaml.safe_dump(SMALL))
-    change(config)
-    workdir = make_workdir(tmp_path, config)
-    result = run_snakemake(workdir, "-n", check=False, timeout=120)
-    assert result.returncode != 0
-    for word in words:
-        assert word in result.stdout, result.stdout[-2000:]
-    assert "Traceback" not in result.stdout
