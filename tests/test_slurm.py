@@ -303,8 +303,10 @@ def test_run_through_the_slurm_executor(tmp_path: Path) -> None:
     first = {rule: runs[0] for rule, runs in by_rule.items()}
     assert first["extract_prompts"]["mem"] == 9000 and first["extract_prompts"]["time"] == 60
     assert first["tiny_base"]["mem"] == 8000 and first["tiny_base"]["time"] == 60
-    # threads: 4, capped by profiles/default's `cores: all` on the submitting machine
-    assert first["extract_pairs"]["extra"] == [f"--cpus-per-task={min(4, os.cpu_count())}"]
+    # threads: 4 (1 where the submitting machine has at most 2 cores, common.smk's model_threads),
+    # capped by profiles/default's `cores: all` there
+    cpus = 1 if os.cpu_count() <= 2 else min(4, os.cpu_count())
+    assert first["extract_pairs"]["extra"] == [f"--cpus-per-task={cpus}"]
     # retries: 1 -- the out-of-memory job is submitted again with attempt=2
     assert [(c["mem"], c["time"]) for c in by_rule["score_aqi"]] == [(8000, 60), (16000, 120)]
     assert all(len(runs) == 1 for rule, runs in by_rule.items() if rule != "score_aqi")

@@ -62,7 +62,7 @@ rule fit_agent_condition:
         f"{RESULTS}/logs/fit_agent_condition/{{agent}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit_agent_condition/{{agent}}.tsv"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(AGENT_KEY),
@@ -101,7 +101,7 @@ rule collaborate:
         f"{RESULTS}/logs/collaborate/{{pairing}}/{{profile}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/collaborate/{{pairing}}/{{profile}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=pairing_mem_mb,
@@ -142,7 +142,7 @@ rule solo_run:
         f"{RESULTS}/logs/solo_run/{{agent}}/lam{{lam}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/solo_run/{{agent}}/lam{{lam}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(AGENT_KEY),
@@ -190,7 +190,7 @@ rule collab_states:
         f"{RESULTS}/logs/collab_states/{{pairing}}/{{profile}}/{{agent}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/collab_states/{{pairing}}/{{profile}}/{{agent}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(AGENT_KEY),

@@ -40,6 +40,26 @@ VARIANTS_OF = [(m, v) for m, v, _ in iter_model_variants(config)]
 ENV = "../envs/driftlib.yaml"
 
 
+def model_threads():
+    """Threads of a job that runs a model: 4, or 1 where Snakemake has at most 2 cores.
+
+    Snakemake caps a job's threads at its cores and sets OMP_NUM_THREADS to them, which torch
+    follows. On 2 cores a 4-thread job takes both, so model jobs ran one at a time; on the tiny
+    family a second thread buys little (a recovery sweep: 15.9 s on 2 threads, 17.6 s on 1) and two
+    1-thread jobs side by side took 17.7 s together, 1.8 times the throughput, with bit-identical
+    outputs (the workflow's torch is deterministic). Under a cluster executor the submitting
+    machine's cores (profiles/default's `cores: all`) decide it too, as they already capped it.
+    """
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no core count given (a cluster executor): the rules' own figure
+        return 4
+    return 1 if cores <= 2 else 4
+
+
+MODEL_THREADS = model_threads()
+
+
 wildcard_constraints:
     model="|".join(map(lambda k: k.replace(".", r"\."), MODEL_KEYS)),
     variant="base|aligned",

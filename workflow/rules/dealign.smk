@@ -79,7 +79,7 @@ rule recovery_sweep:
         f"{RESULTS}/logs/recovery_sweep/{{model}}-{{steps}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/recovery_sweep/{{model}}-{{steps}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),

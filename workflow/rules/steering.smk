@@ -25,7 +25,7 @@ rule sweep_same_arch:
         f"{RESULTS}/logs/sweep_same_arch/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/sweep_same_arch/{{model}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),
@@ -82,7 +82,7 @@ rule capability_cost:
         f"{RESULTS}/logs/capability_cost/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/capability_cost/{{model}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),
@@ -189,7 +189,7 @@ rule fit_condition:
         f"{RESULTS}/logs/fit_condition/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit_condition/{{model}}.tsv"
-    threads: 2
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),
@@ -227,7 +227,7 @@ rule sweep_operator:
         f"{RESULTS}/logs/sweep_operator/{{model}}-{{operator}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/sweep_operator/{{model}}-{{operator}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),
@@ -264,7 +264,7 @@ rule cost_operator:
         f"{RESULTS}/logs/cost_operator/{{model}}-{{operator}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/cost_operator/{{model}}-{{operator}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),

@@ -57,7 +57,7 @@ rule extract_anchors:
         f"{RESULTS}/logs/extract_anchors/{{model}}-{{variant}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_anchors/{{model}}-{{variant}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),
@@ -157,7 +157,7 @@ rule transfer_sweep:
         f"{RESULTS}/logs/transfer_sweep/{{target}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/transfer_sweep/{{target}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_TARGET),
@@ -244,7 +244,7 @@ rule transfer_answers:
         f"{RESULTS}/logs/transfer_answers/{{target}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/transfer_answers/{{target}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_TARGET),

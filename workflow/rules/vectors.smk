@@ -17,7 +17,7 @@ rule extract_pairs:
         f"{RESULTS}/logs/extract_pairs/{{model}}-{{variant}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/extract_pairs/{{model}}-{{variant}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),
