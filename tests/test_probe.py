@@ -112,6 +112,24 @@ def test_each_fold_fit_is_the_l2_logistic_optimum(n, d):
             np.testing.assert_allclose(got[test], Z[test] @ w + b, rtol=1e-5, atol=1e-5)
 
 
+def test_large_problems_are_fitted_by_sklearn_fold_by_fold(monkeypatch):
+    """Above NEWTON_MAX_DIM each fold is scikit-learn's lbfgs fit (its default tolerance), the
+    shuffles each refitted; its AUCs agree with the Newton path's to the lbfgs tolerance."""
+    X, y = blobs(60, 12, 0.7, seed=4)
+    newton = Pr.probe_auc(X, y, n_boot=0, n_perm=3, seed=1)
+    monkeypatch.setattr(Pr, "NEWTON_MAX_DIM", 5)
+    got = Pr.oof_scores(X, y, n_folds=5, seed=1)
+    want = np.empty(y.size)
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=1).split(X, y):
+        sc = StandardScaler().fit(X[train])
+        lr = LogisticRegression(max_iter=Pr.LBFGS_MAX_ITER).fit(sc.transform(X[train]), y[train])
+        want[test] = lr.decision_function(sc.transform(X[test]))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+    lbfgs = Pr.probe_auc(X, y, n_boot=0, n_perm=3, seed=1)
+    assert lbfgs.auc == pytest.approx(newton.auc, abs=0.01) and lbfgs.n_perm == 3
+    assert lbfgs.null_mean == pytest.approx(newton.null_mean, abs=0.02)
+
+
 def test_weighted_auc_equals_sklearn_with_sample_weights():
     rng = np.random.default_rng(2)
     pos = np.round(rng.normal(0.5, 1, 37), 1)  # rounded: ties within and across classes

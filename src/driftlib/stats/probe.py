@@ -13,11 +13,14 @@ The probe (``y == 1`` safe, ``y == 0`` unsafe):
   (``StratifiedKFold(n_folds, shuffle=True, random_state=seed)``);
 * in each training fold what ``Pipeline(StandardScaler(), LogisticRegression(C=C))`` fits:
   per-feature standardisation fitted on the training rows only, then an L2-regularised logistic
-  regression (intercept not penalised). The regressions are solved to convergence by a batched
-  Newton method written here (every fold of the labels and of each shuffle at once): scikit-learn
-  fits one problem per call, and for a few hundred rows its per-fit overhead and lbfgs's ~70
-  iterations cost 10-20x more; the tests check the solutions against scikit-learn's solver run
-  to a tight tolerance;
+  regression (intercept not penalised). Up to ``NEWTON_MAX_DIM`` dimensions (``min(n, d) + 1``:
+  the world's and the real small models' sizes) the regressions are solved to convergence by a
+  batched Newton method written here (every fold of the labels and of each shuffle at once):
+  scikit-learn fits one problem per call, and for a few hundred rows its per-fit overhead and
+  lbfgs's ~70 iterations cost 5-8x more; the tests check the solutions against scikit-learn's
+  solver run to a tight tolerance. Larger problems (paper scale), where a Newton step's
+  ``n k^2`` would cost more than lbfgs's iterations, are fitted fold by fold by scikit-learn's
+  lbfgs (its default tolerance);
 * the out-of-fold decision scores of all rows (each from the model that did not see it), pooled,
   give one ROC AUC (``sklearn.metrics.roc_auc_score``; 0.5 is chance, 1 perfect, higher scores
   mean "safe"). Pooling scores of ``n_folds`` different models can cost a little AUC when their
@@ -58,6 +61,12 @@ __all__ = ["ProbeResult", "PROBE_FIELDS", "oof_scores", "weighted_auc", "bootstr
 
 #: iteration cap of the batched logistic regressions' Newton solver (they converge in about 10)
 MAX_ITER = 100
+#: the largest problem dimension (``min(n, d) + 1``) solved by the batched Newton method: a Newton
+#: step costs ``n k^2``, so beyond it (paper-scale prompts and widths) each fold is fitted by
+#: scikit-learn's lbfgs instead, whose step costs ``n d``
+NEWTON_MAX_DIM = 256
+#: iteration cap of scikit-learn's lbfgs, on problems above ``NEWTON_MAX_DIM``
+LBFGS_MAX_ITER = 1000
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,24 @@ def _logistic_newton(F: np.ndarray, y: np.ndarray, m: np.ndarray, C: float) -> t
     return theta, converged
 
 
+def _cv_scores_lbfgs(X: np.ndarray, yb: np.ndarray, n_folds: int, seed: int, C: float) -> tuple[np.ndarray, int]:
+    """Out-of-fold scores ``[n]`` of one label row by scikit-learn (a fit per fold), and the number
+    of fits that hit ``LBFGS_MAX_ITER``: the path for problems above ``NEWTON_MAX_DIM``."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=float(C), max_iter=LBFGS_MAX_ITER))
+    cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        scores = cross_val_predict(model, X, yb, cv=cv, method="decision_function")
+    unconverged = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return np.asarray(scores, dtype=np.float64), unconverged
+
+
 def _cv_scores(X: np.ndarray, Y: np.ndarray, n_folds: int, seed: int, C: float) -> tuple[np.ndarray, int]:
     """Out-of-fold decision scores ``[p, n]`` for each label row of ``Y [p, n]``, and the number of
     fits that did not converge.
@@ -213,10 +240,14 @@ def _cv_scores(X: np.ndarray, Y: np.ndarray, n_folds: int, seed: int, C: float) 
     and an L2 logistic regression on the standardised training rows, which scores the fold's test
     rows. All problems are fitted together by :func:`_logistic_newton` (scikit-learn fits one at a
     time: ``p * n_folds`` fits of about 100 rows would cost mostly its per-fit overhead). Where there
-    are more features than training rows the fit runs in the training rows' span (the thin SVD of
-    the standardised training rows; an L2 optimum lies in it), which gives the same scores.
+    are more features than rows the fit runs in the training rows' span (the thin SVD of the
+    standardised training rows; an L2 optimum lies in it), which gives the same scores. Problems
+    above ``NEWTON_MAX_DIM`` go to scikit-learn's lbfgs, one fit per fold (:func:`_cv_scores_lbfgs`).
     """
     n, d = X.shape
+    if min(n, d) + 1 > NEWTON_MAX_DIM:
+        pairs = [_cv_scores_lbfgs(X, yrow, n_folds, seed, C) for yrow in Y]
+        return np.stack([sc for sc, _ in pairs]), sum(k for _, k in pairs)
     folds = np.stack([_fold_ids(yrow, n_folds, seed) for yrow in Y])  # [p, n]
     problems = [(i, f) for i in range(Y.shape[0]) for f in range(n_folds)]
     width = n * (d + 1) * 3
@@ -411,7 +442,8 @@ def probe_auc(X: Any, y: Any, *, n_folds: int = 5, n_boot: int = 1000, n_perm: i
 
     notes = []
     if unconverged:
-        notes.append(f"{unconverged} logistic-regression fit(s) stopped at {MAX_ITER} Newton steps before converging")
+        cap = f"{MAX_ITER} Newton steps" if min(n, d) + 1 <= NEWTON_MAX_DIM else f"max_iter={LBFGS_MAX_ITER}"
+        notes.append(f"{unconverged} logistic-regression fit(s) stopped at {cap} before converging")
     return ProbeResult(n=n, n_safe=n_s, n_unsafe=n - n_s, n_features=d, n_folds=n_folds, auc=auc, accuracy=accuracy,
                        ci_low=float(ci_low), ci_high=float(ci_high), se=se, null_mean=null_mean, null_q95=null_q95,
                        p_value=p_value, n_perm=n_perm, defined=True, note="; ".join(notes))
