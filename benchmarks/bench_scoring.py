@@ -108,13 +108,13 @@ def main() -> None:
           f"largest AUC difference {np.max(np.abs(np.subtract(old, new))):.4f}")
 
     def aqi_rows(cache_cells: int) -> tuple[float, np.ndarray]:
-        A._COUNTS_CACHE_CELLS = cache_cells
-        A._cached_counts.cache_clear()
+        A.COUNTS_CACHE_CELLS = cache_cells
+        A.clear_count_cache()
         t0 = time.perf_counter()
         rows = [A.alignment_quality(X, y, n_boot=1000, n_perm=200) for X in Xs]
         return time.perf_counter() - t0, np.array([[r.ci_low, r.ci_high, r.p_value] for r in rows])
 
-    cells = A._COUNTS_CACHE_CELLS
+    cells = A.COUNTS_CACHE_CELLS
     t_fresh, fresh = aqi_rows(0)
     t_kept, kept = aqi_rows(cells)
     print(f"AQI with its interval and null ({args.blocks} blocks, 1000 resamples): counts drawn per call "

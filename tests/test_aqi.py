@@ -217,7 +217,7 @@ def test_null_replicates_equal_explicit_shuffles():
 def test_count_blocks_are_the_generators_draws_for_any_block_size(monkeypatch, cells):
     """Cached (cells large) or drawn anew (cells 0): the counts are the rows of one multinomial
     draw from the seed sequence's generator, whatever the block size, and a second call repeats them."""
-    monkeypatch.setattr(A, "_COUNTS_CACHE_CELLS", cells)
+    monkeypatch.setattr(A, "COUNTS_CACHE_CELLS", cells)
     ss = np.random.SeedSequence(5).spawn(3)[1]
     want = np.random.default_rng(np.random.SeedSequence(5).spawn(3)[1]).multinomial(13, np.full(13, 1 / 13), size=40)
     for step in (1, 7, 40, 100):

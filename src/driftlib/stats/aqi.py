@@ -17,6 +17,7 @@ The AQI is a function of one category's data alone: 0 is chance, 100 is perfect 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -515,7 +516,7 @@ def block_rows(width: int) -> int:
 
 
 #: resamples x rows up to which a class's bootstrap counts are kept for the next call (8 bytes each)
-_COUNTS_CACHE_CELLS = 2**21
+COUNTS_CACHE_CELLS = 2**21
 
 
 @functools.lru_cache(maxsize=8)
@@ -526,18 +527,33 @@ def _cached_counts(entropy: Any, spawn_key: tuple[int, ...], pool_size: int, n: 
     return counts
 
 
-def count_blocks(ss: np.random.SeedSequence, n: int, n_boot: int, step: int):
+def clear_count_cache() -> None:
+    """Forget the bootstrap counts :func:`count_blocks` kept (e.g. to time drawing them)."""
+    _cached_counts.cache_clear()
+
+
+def count_blocks(ss: np.random.SeedSequence, n: int, n_boot: int, step: int) -> Iterator[np.ndarray]:
     """Multinomial resampling counts of ``n`` rows, ``n_boot`` resamples, in blocks of ``step``.
 
-    Yields float64 arrays ``[b, n]`` (``b <= step``; read-only), the rows of
-    ``default_rng(ss).multinomial(n, [1/n] * n, size=n_boot)`` in order, so the numbers do not depend
-    on ``step``. A scoring job computes hundreds of intervals over the same prompts with the same
-    seed, which draw the same counts; drawing them costs far more than using them (a multinomial
-    row is ``n`` binomial draws), so counts of up to ``_COUNTS_CACHE_CELLS`` cells are drawn once
-    per process and kept (a small LRU cache keyed by the seed sequence, ``n`` and ``n_boot``).
+    A scoring job computes hundreds of intervals over the same prompts with the same seed, which
+    draw the same counts; drawing them costs far more than using them (a multinomial row is ``n``
+    binomial draws), so counts of up to ``COUNTS_CACHE_CELLS`` cells are drawn once per process
+    and kept (a small LRU cache keyed by the seed sequence, ``n`` and ``n_boot``).
+
+    Args:
+        ss: The seed sequence of this class's stream.
+        n: Rows of the class (each resample draws ``n`` of them with replacement).
+        n_boot: Resamples.
+        step: Resamples per block.
+
+    Yields:
+        Read-only float64 arrays ``[b, n]`` (``b <= step``): the rows of
+        ``default_rng(ss).multinomial(n, [1/n] * n, size=n_boot)`` in order, the same numbers for
+        any ``step`` and whether cached or not.
     """
-    if n * n_boot <= _COUNTS_CACHE_CELLS:
-        counts = _cached_counts(ss.entropy, tuple(ss.spawn_key), ss.pool_size, n, n_boot)
+    if n * n_boot <= COUNTS_CACHE_CELLS:
+        entropy = ss.entropy if isinstance(ss.entropy, int) else tuple(ss.entropy)  # hashable
+        counts = _cached_counts(entropy, tuple(ss.spawn_key), ss.pool_size, n, n_boot)
         for start in range(0, n_boot, step):
             yield counts[start:start + step]
         return
