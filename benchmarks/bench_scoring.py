@@ -11,9 +11,10 @@ process, on blocks shaped like the world's states (280 prompts, the tiny models'
 run's own sweep (``--sweep``, ``--prompts``: every vector's and lambda's block at the first
 measurement layer, labels from the prompts' ``safety_label``):
 
-- **probe**: the old way, one ``cross_val_predict(StandardScaler + LogisticRegression(lbfgs))`` per
-  label row (the labels, then each shuffle), against :func:`driftlib.stats.probe.probe_auc`, which
-  solves every fold of every label row together by a batched Newton method. Prints the time ratio
+- **probe**: :func:`driftlib.stats.probe.probe_auc` with ``NEWTON_MAX_DIM = 0``, which sends every
+  problem to the old way (one ``cross_val_predict(StandardScaler + LogisticRegression(lbfgs))`` per
+  label row: the labels, then each shuffle), against its default, which solves every fold of every
+  label row together by a batched Newton method. Prints the time ratio
   and the largest AUC difference (the batched fits are solved to convergence, lbfgs stops at its
   tolerance, so the AUCs can differ in the third decimal where two scores nearly tie);
 - **bootstrap counts**: ``alignment_quality`` with the multinomial resampling counts drawn anew per
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 
 import numpy as np
 
@@ -50,31 +50,6 @@ def blocks(count: int, n: int, d: int, seed: int) -> tuple[list[np.ndarray], np.
     return out, y
 
 
-def old_probe(X: np.ndarray, y: np.ndarray, n_perm: int, seed: int = 0) -> float:
-    """The probe's AUC and null as computed before: scikit-learn, one cross-validation per label row."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    def cv(labels: np.ndarray) -> np.ndarray:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-        folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            return cross_val_predict(model, X, labels, cv=folds, method="decision_function")
-
-    yb = y.astype(bool)
-    auc = roc_auc_score(yb, cv(yb))
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(2)[1])
-    for _ in range(n_perm):
-        perm = rng.permutation(yb)
-        roc_auc_score(perm, cv(perm))
-    return float(auc)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--blocks", type=int, default=20)
@@ -97,12 +72,15 @@ def main() -> None:
         Xs, y = blocks(args.blocks, args.n, args.d, seed=0)
     P.probe_auc(Xs[0], y, n_perm=1, n_boot=10)  # imports and first-call set-up out of the timings
 
-    t = time.perf_counter()
-    old = [old_probe(X, y, args.n_perm) for X in Xs]
-    t_old = time.perf_counter() - t
-    t = time.perf_counter()
-    new = [P.probe_auc(X, y, n_perm=args.n_perm, n_boot=0).auc for X in Xs]
-    t_new = time.perf_counter() - t
+    def probe_aucs(newton_max_dim: int) -> tuple[float, list[float]]:
+        P.NEWTON_MAX_DIM = newton_max_dim  # 0: every problem fold by fold with scikit-learn, the old way
+        t0 = time.perf_counter()
+        aucs = [P.probe_auc(X, y, n_perm=args.n_perm, n_boot=0).auc for X in Xs]
+        return time.perf_counter() - t0, aucs
+
+    batched_dim = P.NEWTON_MAX_DIM
+    t_old, old = probe_aucs(0)
+    t_new, new = probe_aucs(batched_dim)
     print(f"probe with its null ({args.blocks} blocks, n={args.n}, d={args.d}, {args.n_perm} shuffles, 5 folds): "
           f"old {t_old:.1f} s, batched {t_new:.1f} s, ratio {t_new / t_old:.3f}; "
           f"largest AUC difference {np.max(np.abs(np.subtract(old, new))):.4f}")

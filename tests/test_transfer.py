@@ -165,7 +165,7 @@ def test_paired_bootstrap_matches_alignment_quality_draws():
         c_s, c_u, rn = A.two_class_moments(Z, n_s)
         Zs.append((Z, c_s, c_u, rn))
     ss_s, ss_u, _ = np.random.SeedSequence(0).spawn(3)
-    xb = A.paired_bootstrap_xb(Zs, n_s, 300, np.random.default_rng(ss_s), np.random.default_rng(ss_u))
+    xb = A.paired_bootstrap_xb(Zs, n_s, 300, ss_s, ss_u)
     boot = A.aqi_from_xb(xb, n_s / len(y), len(y))
     for i, h in enumerate((hu, hm, ho)):
         se = A.alignment_quality(h, y, n_boot=300, n_perm=0, seed=0).se

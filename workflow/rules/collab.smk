@@ -62,7 +62,7 @@ rule fit_agent_condition:
         f"{RESULTS}/logs/fit_agent_condition/{{agent}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit_agent_condition/{{agent}}.tsv"
-    threads: MODEL_THREADS
+    threads: min(2, MODEL_THREADS)
     resources:
         gpu=1,
         mem_mb=model_mem_mb(AGENT_KEY),

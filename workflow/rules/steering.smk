@@ -189,7 +189,7 @@ rule fit_condition:
         f"{RESULTS}/logs/fit_condition/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit_condition/{{model}}.tsv"
-    threads: MODEL_THREADS
+    threads: min(2, MODEL_THREADS)
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),

@@ -565,32 +565,9 @@ def count_blocks(ss: np.random.SeedSequence, n: int, n_boot: int, step: int) -> 
 
 def _bootstrap_xb(Z: np.ndarray, n_s: int, c_s: np.ndarray, c_u: np.ndarray, rn: np.ndarray,
                   n_boot: int, ss_s: np.random.SeedSequence, ss_u: np.random.SeedSequence) -> np.ndarray:
-    """XB of ``n_boot`` within-class resamples (class sizes fixed), vectorised: ``[n_boot]``.
-
-    ``Z [n, k]`` holds the rows about their own class centroid (safe rows first), ``rn [n]`` their
-    squared norms. A resample with multinomial counts ``w`` of a class has centroid shift
-    ``delta = w @ Z_class / n_class`` and within sum ``w @ rn_class - n_class ||delta||^2``.
-    Counts come in blocks (:func:`count_blocks`: the same numbers for any block size, each class
-    from its own seed sequence).
-    """
-    n = Z.shape[0]
-    n_u = n - n_s
-    Zs, Zu, rs, ru = Z[:n_s], Z[n_s:], rn[:n_s], rn[n_s:]
-    out = np.empty(n_boot)
-    step = block_rows(max(n_s, n_u, Z.shape[1]))
-    start = 0
-    for ws, wu in zip(count_blocks(ss_s, n_s, n_boot, step), count_blocks(ss_u, n_u, n_boot, step)):
-        b = ws.shape[0]
-        ds = ws @ Zs
-        ds /= n_s
-        du = wu @ Zu
-        du /= n_u
-        W = ws @ rs - n_s * sumsq_rows(ds) + wu @ ru - n_u * sumsq_rows(du)
-        diff = ds - du
-        diff += c_s - c_u
-        out[start:start + b] = xb_from(W, sumsq_rows(diff), n)
-        start += b
-    return out
+    """XB of ``n_boot`` within-class resamples (class sizes fixed) of one set: ``[n_boot]``
+    (:func:`paired_bootstrap_xb` of the set alone)."""
+    return paired_bootstrap_xb([(Z, c_s, c_u, rn)], n_s, n_boot, ss_s, ss_u)[0]
 
 
 def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[list[float], int]:
@@ -604,26 +581,24 @@ def percentile_interval(draws: np.ndarray, confidence: float) -> tuple[list[floa
 
 
 def paired_bootstrap_xb(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n_s: int, n_boot: int,
-                        rng_s: np.random.Generator, rng_u: np.random.Generator) -> np.ndarray:
+                        ss_s: np.random.SeedSequence, ss_u: np.random.SeedSequence) -> np.ndarray:
     """XB of every set under the same ``n_boot`` within-class resamples: ``[n_sets, n_boot]``.
 
     Each set is ``(Zc [n, k], c_s [k], c_u [k], rn [n])`` as from ``two_class_moments`` (rows
-    about their class centroid, safe rows first). One block of multinomial counts (safe and unsafe
-    class, class sizes fixed) is drawn and applied to all sets, so the draws are paired; the
-    algebra is that of ``aqi._bootstrap_xb`` (centroid shift ``w @ Zc / n_class``, within sum
-    ``w @ rn - n_class ||shift||^2``), and with the same generators the counts are the ones
-    ``alignment_quality`` draws.
+    about their class centroid, safe rows first). A resample with multinomial counts ``w`` of a
+    class has centroid shift ``delta = w @ Zc_class / n_class`` and within sum
+    ``w @ rn_class - n_class ||delta||^2``. The counts come in blocks (:func:`count_blocks`, the
+    safe class from ``ss_s``, the unsafe from ``ss_u``: the same numbers for any block size) and
+    each block is applied to every set, so the draws are paired; with the seed sequences
+    ``alignment_quality`` uses, they are its counts.
     """
     n = sets[0][0].shape[0]
     n_u = n - n_s
-    ps, pu = np.full(n_s, 1.0 / n_s), np.full(n_u, 1.0 / n_u)
     out = np.empty((len(sets), n_boot))
-    width = max(n_s, n_u, *(Zc.shape[1] for Zc, _, _, _ in sets))
-    step = block_rows(width)
-    for start in range(0, n_boot, step):
-        b = min(step, n_boot - start)
-        ws = rng_s.multinomial(n_s, ps, size=b).astype(np.float64)
-        wu = rng_u.multinomial(n_u, pu, size=b).astype(np.float64)
+    step = block_rows(max(n_s, n_u, *(Zc.shape[1] for Zc, _, _, _ in sets)))
+    start = 0
+    for ws, wu in zip(count_blocks(ss_s, n_s, n_boot, step), count_blocks(ss_u, n_u, n_boot, step)):
+        b = ws.shape[0]
         for i, (Zc, c_s, c_u, rn) in enumerate(sets):
             ds = ws @ Zc[:n_s]
             ds /= n_s
@@ -633,6 +608,7 @@ def paired_bootstrap_xb(sets: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.
             diff = ds - du
             diff += c_s - c_u
             out[i, start:start + b] = xb_from(W, sumsq_rows(diff), n)
+        start += b
     return out
 
 

@@ -218,7 +218,7 @@ def _pooled_interval(U: np.ndarray, yb: np.ndarray, T: float, n_boot: int, confi
         c_s, c_u, rn = _aqi.two_class_moments(Z, n_s)
         sets.append((Z, c_s, c_u, rn))
     ss_s, ss_u = np.random.SeedSequence([seed, 1]).spawn(2)
-    xb = _aqi.paired_bootstrap_xb(sets, n_s, n_boot, np.random.default_rng(ss_s), np.random.default_rng(ss_u))
+    xb = _aqi.paired_bootstrap_xb(sets, n_s, n_boot, ss_s, ss_u)
     boot = np.asarray(_aqi.aqi_from_xb(xb, n_s / n, n))
     lo, hi = _aqi.bc_interval(boot[0] - boot[1], T, confidence)
     return [lo, hi]

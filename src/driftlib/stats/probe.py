@@ -174,7 +174,6 @@ def _logistic_newton(F: np.ndarray, y: np.ndarray, m: np.ndarray, C: float) -> t
     lam = np.ones(k)
     lam[-1] = 0.0
     theta = np.zeros((q, k))
-    Ft = F.transpose(0, 2, 1)
 
     def objective(th: np.ndarray, idx: np.ndarray) -> np.ndarray:
         z = np.matmul(F[idx], th[..., None])[..., 0]
@@ -186,7 +185,8 @@ def _logistic_newton(F: np.ndarray, y: np.ndarray, m: np.ndarray, C: float) -> t
         if active.size == 0:
             break
         th = theta[active]
-        Fa, Fta, ma = F[active], Ft[active], m[active]
+        Fa, ma = F[active], m[active]
+        Fta = Fa.transpose(0, 2, 1)
         p = expit(np.matmul(Fa, th[..., None])[..., 0])
         grad = C * np.matmul(Fta, (ma * (p - y[active]))[..., None])[..., 0] + lam * th
         hess = C * np.matmul(Fta * (ma * p * (1.0 - p))[:, None, :], Fa)

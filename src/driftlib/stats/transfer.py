@@ -159,7 +159,7 @@ def transfer_efficiency(h_unsteered: Any, h_mapped: Any, h_own: Any, y: Any, *, 
     gain_own = a_o - a_u
 
     ss_s, ss_u, _ = np.random.SeedSequence(seed).spawn(3)
-    xb = _aqi.paired_bootstrap_xb(sets, n_s, n_boot, np.random.default_rng(ss_s), np.random.default_rng(ss_u))
+    xb = _aqi.paired_bootstrap_xb(sets, n_s, n_boot, ss_s, ss_u)
     boot = np.asarray(_aqi.aqi_from_xb(xb, p, n))  # [3, n_boot]
     g_m = boot[1] - boot[0]
     g_o = boot[2] - boot[0]
