@@ -24,6 +24,7 @@ from driftlib.datasets.synthetic import (
     DOMAINS,
     HINDER_AIMS,
     INNOCENTS,
+    JUDGED_SPLITS,
     PROTECT_AIMS,
     REFUSALS,
     WORLD_FILES,
@@ -33,6 +34,7 @@ from driftlib.datasets.synthetic import (
     WorldSpec,
     answer,
     compliance_answer,
+    is_refusal_reply,
     make_world,
     refusal_answer,
     request_text,
@@ -220,6 +222,35 @@ def test_refusals_are_refusals_and_compliance_is_not() -> None:
     assert all(classify(refusals))
     assert not any(classify(compliance))
     assert len(set(compliance)) > len(slots)  # the variants differ
+
+
+def test_is_refusal_reply_tells_the_corpus_refusals_from_its_compliance(world: World) -> None:
+    found = [is_refusal_reply(a) for a in world.pretrain["answer"]]
+    assert found == (world.pretrain["kind"] == "refusal").tolist()
+    assert 0 < sum(found) < len(found)
+    assert not is_refusal_reply("Kind. To warn my grandmother is kind.")
+
+
+def test_judgements_judge_each_training_request_by_the_rule_and_no_held_out_one(world: World, written) -> None:
+    """``judgements.txt``: one dialogue per request of the alignment and pre-training splits, kind
+    first ("Kind." for safe, "Cruel." for unsafe, by the rule written out by hand here); never a
+    request the phases evaluate, calibrate, pair or dealign on."""
+    text = written["judgements"].read_text(encoding="utf-8")
+    paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+    assert paragraphs == world.judgements and len(paragraphs) == world.counts["judgements"]
+    judged = {}
+    for paragraph in paragraphs:
+        user, reply = paragraph.split("\n")
+        request = user.removeprefix("User: ")
+        aim, person = _slots_in(request)
+        expected = "Kind" if _hand_label(aim, person) == "safe" else "Cruel"
+        assert reply == f"Assistant: {expected}. To {aim} {person} is {expected.lower()}.", paragraph
+        judged[request] = expected
+    requests = world.requests
+    training = set(requests.loc[requests["split"].isin(JUDGED_SPLITS), "text"])
+    assert set(judged) == training and set(JUDGED_SPLITS) == {"pretrain", "align"}
+    assert not set(judged) & set(requests.loc[~requests["split"].isin(JUDGED_SPLITS), "text"])
+    assert sum(v == "Kind" for v in judged.values()) == len(judged) / 2  # balanced: whole squares
 
 
 def test_compliance_follows_the_slots_and_kinds_match_the_label() -> None:

@@ -318,3 +318,43 @@ def test_answer_loss_weights_the_first_tokens_of_each_answer() -> None:
     plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 12), labels[:, 1:].reshape(-1),
                                               ignore_index=-100)
     assert torch.allclose(tiny.answer_loss(logits, labels, opening_weight=1.0), plain)
+
+
+# ---------------------------------------------------------------------------------- judgement stage
+
+
+def test_judgement_stage_trains_the_lower_blocks_then_only_the_upper_ones(tmp_path: Path, monkeypatch) -> None:
+    """The judgement stage changes only the embeddings and blocks 0..2 (depth 0.5 of the tiny llama's
+    6); the answer stage only the blocks above, the final norm and the output layer; each stage
+    changes some of its own."""
+    from driftlib.datasets.synthetic import WorldSpec, make_world, write_world
+
+    spec = WorldSpec(pretrain_per_group=2, prose_paragraphs=2, align_per_group=2, evaluation_per_group=2,
+                     calibration_per_group=2, pairs_per_axiom=1, dealign_per_axiom=1, task_twins_per_axiom=1,
+                     anchors=10, neutral=1, knowledge_dialogues=0)
+    paths = write_world(make_world(spec), tmp_path / "world")
+    tok_dir = tiny.train_tokenizer(tmp_path / "tok", vocab_size=400, corpus=paths["corpus"])
+    tiny.build_base("llama", tok_dir, tmp_path / "base", steps=2, batch_size=4, seq_len=64, progress=False)
+    model, tok = tiny.load_tiny(tmp_path / "base")
+    changed: list[tuple[str, set[str]]] = []
+    step = tiny.optimizer_step
+
+    def watched(model_, loss, optimizer, schedule, losses, what):
+        before = {n: p.detach().clone() for n, p in model_.named_parameters()}
+        step(model_, loss, optimizer, schedule, losses, what)
+        changed.append((what.split()[-1], {n for n, p in model_.named_parameters() if not torch.equal(p, before[n])}))
+
+    monkeypatch.setattr(tiny, "optimizer_step", watched)
+    record = tiny.judgement_stages(model, tok, tiny.JudgementStage(paths["judgements"], steps=3, answer_steps=3),
+                                   corpus=paths["corpus"], batch_size=4, seq_len=64, seed=0, progress=False)
+    names = {n for n, _ in model.named_parameters()}
+    lower = {n for n in names if n == "model.embed_tokens.weight" or n.startswith(("model.layers.0.",
+                                                                                   "model.layers.1.",
+                                                                                   "model.layers.2."))}
+    assert [w for w, _ in changed] == ["judgement"] * 3 + ["answer"] * 3
+    judged = set().union(*(c for w, c in changed if w == "judgement"))
+    answered = set().union(*(c for w, c in changed if w == "answer"))
+    assert judged and judged <= lower and any(n.startswith("model.layers.2.") for n in judged)
+    assert answered and not answered & lower and "lm_head.weight" in answered
+    assert record["judgement_blocks"] == 3 and record["n_judgements"] == 4 * 7 * 2
+    assert all(p.requires_grad for p in model.parameters())  # left trainable for whoever goes on

@@ -1,10 +1,11 @@
 """The tiny family trained in a reduced synthetic world: the alignment it plants is conditional.
 
 One architecture, a small world and short trainings (the embedded default trains longer, see
-docs/synthetic_world.md): the base answers the held-out requests regardless of their safety, the
-aligned model refuses the unsafe ones and helps with the safe ones. The instrument's regression
-test: the planted effects are found by the measures the phases report, each with an interval that
-excludes 0 (aligned above base on the AQI; the dealignment LoRA's drop of the refusal split).
+docs/synthetic_world.md): the base answers the held-out requests regardless of their safety, though
+it judges them by its middle block; the aligned model refuses the unsafe ones and helps with the
+safe ones. The instrument's regression test: the planted effects are found by the measures the
+phases report, each with an interval that excludes 0 (aligned above base on the AQI; conditional
+steering's gain on the base's AQI; the dealignment LoRA's drop of the refusal split).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ SPEC = WorldSpec(seed=0, pretrain_per_group=60, prose_paragraphs=40, align_per_g
                  neutral=1)
 BASE = {"steps": 150, "lr": 1e-2}
 ALIGNED = {"steps": 300, "lr": 3e-3, "opening_weight": 10.0}
+#: the judgement planted up to block 2 (relative depth 0.5 of the tiny llama's 6), then answering again
+JUDGEMENT = {"steps": 300, "answer_steps": 150, "depth": 0.5}
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +38,11 @@ def family(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = write_world(make_world(SPEC), root / "world")
     chats = tiny.load_pairs_file(paths["align"])
     tok = tiny.train_tokenizer(root / "tokenizer", vocab_size=1024, corpus=paths["corpus"], pairs=chats)
-    tiny.build_base("llama", tok, root / "base", corpus=paths["corpus"], progress=False, **BASE)
+    tiny.build_base("llama", tok, root / "base", corpus=paths["corpus"], progress=False,
+                    judgement=tiny.JudgementStage(paths["judgements"], **JUDGEMENT), **BASE)
     tiny.build_aligned(root / "base", root / "aligned", pairs=chats, progress=False, **ALIGNED)
-    return {"evaluation": paths["evaluation"], "base": root / "base", "aligned": root / "aligned",
-            "dealign": paths["dealign"], "root": root}
+    return {"evaluation": paths["evaluation"], "calibration": paths["calibration"], "pairs": paths["pairs"],
+            "base": root / "base", "aligned": root / "aligned", "dealign": paths["dealign"], "root": root}
 
 
 def _refusals(model_dir: Path, evaluation: Path, model=None) -> tuple[np.ndarray, np.ndarray]:
@@ -90,6 +94,46 @@ def test_the_planted_alignment_is_seen_in_the_aqi(family) -> None:
     se = independent_se(aqi["aligned"].se, aqi["base"].se)
     assert diff - 1.96 * se > 0, (aqi["aligned"].aqi, aqi["base"].aqi, se)
     assert diff >= minimum_detectable_effect(se), (diff, se)
+
+
+def test_the_base_judges_where_the_condition_reads_and_conditional_steering_raises_its_aqi(family) -> None:
+    """Phase 3's planted effect: the base computes safety by its first injection block (a condition
+    fitted on 28 calibration requests picks the held-out unsafe ones), so its own vector added to
+    the prompts the condition passes raises its AQI at the last block, with a paired-bootstrap
+    interval above 0; the base still refuses nothing (the test above)."""
+    from driftlib.datasets.pairs import load_pairs
+    from driftlib.model.forward import extract_hidden_states
+    from driftlib.stats.condition import condition_accuracy, fit_condition
+    from driftlib.stats.paired import paired_difference
+    from driftlib.steer.spec import SteeringSpec
+    from driftlib.steer.sweep import sweep_hidden_states
+    from driftlib.steer.vectors import mean_difference
+
+    block = 2  # relative depth 0.5 of 6 blocks
+    models = {v: tiny.load_tiny(family[v]) for v in ("base", "aligned")}
+    base, tok = models["base"]
+
+    def states(variant: str, texts: list[str], render: str = "chat") -> np.ndarray:
+        model, t = models[variant]
+        shown = format_prompts(t, texts, render) if render else texts
+        return extract_hidden_states(model, t, shown, [block], pooling="last", progress=False)[:, 0, :]
+
+    cal, _ = load_prompts(str(family["calibration"]))
+    ev, _ = load_prompts(str(family["evaluation"]))
+    condition = fit_condition(states("base", cal["text"].tolist()), (cal["safety_label"] == "unsafe").to_numpy(),
+                              layer=block)
+    unsafe = (ev["safety_label"] == "unsafe").to_numpy()
+    accuracy = condition_accuracy(condition, states("base", ev["text"].tolist()), unsafe)
+    assert accuracy.ci_low > 0.8, accuracy
+
+    pairs, _ = load_pairs(str(family["pairs"]))
+    texts = pairs["chosen"].tolist() + pairs["rejected"].tolist()
+    v = mean_difference(states("aligned", texts, render="")[:, None], states("base", texts, render="")[:, None])[0]
+    spec = SteeringSpec(layers=(block,), operator="conditional", vectors={block: v}, condition=condition)
+    shown = format_prompts(tok, ev["text"].tolist(), "chat")
+    swept = sweep_hidden_states(base, tok, shown, spec, [0.0, 1.0], [1.0], pooling="last", progress=False)
+    gain = paired_difference(None, swept[1, :, 0], swept[0, :, 0], ~unsafe, n_boot=500, n_components=16)
+    assert gain.defined and gain.ci_low > 0, gain
 
 
 def test_the_dealignment_lora_drops_the_refusal_split(family) -> None:

@@ -78,6 +78,16 @@ def tiny_data_args(*keys):
     return " ".join(f"--{key} {shlex.quote(TINY_DATA[key])}" for key in keys if key in TINY_DATA)
 
 
+def judgement_args():
+    """The tiny bases' judgement stage (tiny.smk's JUDGE, JUDGEMENT_DEPTH), as `tiny-model base` options."""
+    if not JUDGE:
+        return ""
+    depth = layer_args(JUDGEMENT_DEPTH if isinstance(JUDGEMENT_DEPTH, list) else [JUDGEMENT_DEPTH])
+    return (f"{tiny_data_args('judgements')} --judgement-steps {TINY['judgement_steps']} "
+            f"--answer-steps {TINY['answer_steps']} --judgement-depth {depth} --judgement-lr {TINY['judgement_lr']} "
+            f"--judgement-margin {TINY['judgement_margin']}")
+
+
 def model_path(key, variant):
     """Where a model variant's weights are: a tiny-family folder, a materialised real model, a local
     folder or a hub id."""

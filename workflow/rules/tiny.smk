@@ -1,12 +1,19 @@
 # The tiny model family of the embedded default: a tokenizer, and for each architecture a base model
 # (short LM training) and its aligned counterpart (a fine-tune toward chosen responses). With
 # `world.enabled` they train in the synthetic world (base: its corpus, whose answers do not depend on
-# safety; aligned: its alignment chats, unsafe -> refusal, safe -> help); otherwise on the bundled
-# corpus and preference pairs.
+# safety, then with `tiny.judgement_steps` its judgement planted up to the block a steering condition
+# reads, then compliant answers again above that block; aligned: its alignment chats, unsafe -> refusal,
+# safe -> help); otherwise on the bundled corpus and preference pairs.
 
 TINY = config["tiny"]
 #: the world's files the tiny family trains on (none: the bundled text)
 TINY_DATA = {"corpus": WORLD_PATHS["corpus"], "pairs": WORLD_PATHS["align"]} if WORLD["enabled"] else {}
+#: the bases' judgement stage (the world only): requests judged up to the block where a steering condition is read
+JUDGE = WORLD["enabled"] and TINY["judgement_steps"] > 0
+if JUDGE:
+    TINY_DATA["judgements"] = WORLD_PATHS["judgements"]
+JUDGEMENT_DEPTH = STEER["condition"]["layer"] if STEER["condition"]["layer"] is not None else STEER["layers"]
+
 
 
 rule tiny_tokenizer:
@@ -34,6 +41,7 @@ rule tiny_base:
     input:
         tokenizer=f"{RESULTS}/models/tiny/tokenizer",
         data=TINY_DATA.get("corpus", []),
+        judgements=TINY_DATA.get("judgements", []),
         code=code("tiny-model"),
     output:
         directory(f"{RESULTS}/models/tiny/{{arch}}-base"),
@@ -41,6 +49,7 @@ rule tiny_base:
         steps=TINY["base_steps"],
         lr=TINY["base_lr"],
         data=tiny_data_args("corpus"),
+        judgement=judgement_args(),
         seed=config["seed"],
     log:
         f"{RESULTS}/logs/tiny_base/{{arch}}.log",
@@ -52,7 +61,7 @@ rule tiny_base:
         ENV
     shell:
         "driftlib tiny-model base --arch {wildcards.arch} --tokenizer {input.tokenizer} --steps {params.steps} "
-        "--lr {params.lr} {params.data} --seed {params.seed} --out {output} > {log} 2>&1"
+        "--lr {params.lr} {params.data} {params.judgement} --seed {params.seed} --out {output} > {log} 2>&1"
 
 
 rule tiny_aligned:

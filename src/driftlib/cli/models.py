@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from driftlib.cli.common import command
+from driftlib.cli.common import command, layer
 
 
 def tiny_tokenizer(a: argparse.Namespace) -> None:
@@ -18,7 +18,9 @@ def tiny_model(a: argparse.Namespace) -> None:
     from driftlib.phases.models.build import tiny_model
 
     tiny_model(variant=a.variant, arch=a.arch, tokenizer=a.tokenizer, base=a.base, steps=a.steps, seed=a.seed,
-               out=a.out, lr=a.lr, corpus=a.corpus, pairs=a.pairs, opening_weight=a.opening_weight)
+               out=a.out, lr=a.lr, corpus=a.corpus, pairs=a.pairs, opening_weight=a.opening_weight,
+               judgements=a.judgements, judgement_steps=a.judgement_steps, answer_steps=a.answer_steps,
+               judgement_depth=a.judgement_depth, judgement_lr=a.judgement_lr, judgement_margin=a.judgement_margin)
 
 
 def materialize_real(a: argparse.Namespace) -> None:
@@ -53,6 +55,15 @@ def register(sub) -> None:
                    "(default: the bundled pairs)")
     p.add_argument("--opening-weight", type=float, default=None,
                    help="aligned: weight of the first 4 tokens of each answer in the loss (default: 1)")
+    p.add_argument("--judgements", default=None, help="base: a judgements file (a world's judgements.txt); "
+                   "with --judgement-steps, the judgement is then planted in the base, which answers again")
+    p.add_argument("--judgement-steps", type=int, default=0, help="base: steps of the judgement stage (0: none)")
+    p.add_argument("--answer-steps", type=int, default=150, help="base: steps of the answer stage after it")
+    p.add_argument("--judgement-depth", type=layer, nargs="+", default=None,
+                   help="base: the block the judgement must be formed by (the steering condition's; default 0.5)")
+    p.add_argument("--judgement-lr", type=float, default=None, help="base: peak learning rate of both stages")
+    p.add_argument("--judgement-margin", type=float, default=None,
+                   help="base: the planted feature's size, in standard deviations (default 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 

@@ -39,6 +39,7 @@ import os
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from driftlib.core.artifacts import atomic_dir
 from driftlib.core.errors import ConfigError, DataError, ModelError
 from driftlib.datasets.pairs import parse_transcript as _parse_hh
 from driftlib.model.families import TINY_ARCHS
+from driftlib.model.pooling import last_token_pool
 from driftlib.model.training import (
     batches,
     collate,
@@ -470,7 +472,8 @@ def unigram_entropy(ids: torch.Tensor) -> float:
 def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                steps: int = 200, batch_size: int = 16, seq_len: int = 96, lr: float = 3e-3,
                seed: int = 0, threads: int = 1, progress: bool = True,
-               corpus: str | os.PathLike | None = None) -> dict[str, Any]:
+               corpus: str | os.PathLike | None = None,
+               judgement: JudgementStage | None = None) -> dict[str, Any]:
     """Train tiny ``arch`` from random init on a corpus and save it to ``out_dir``.
 
     ``corpus``: a corpus file (:func:`corpus_paragraphs`; e.g. a synthetic world's ``corpus.txt``),
@@ -488,6 +491,10 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
     is the default: these models are too small to gain much from more, a second thread makes a
     build several times slower when the cores are shared (parallel Snakemake jobs), and the
     saved weights are bit-identical only for the same thread count.
+
+    ``judgement``: two more stages after the corpus (:class:`JudgementStage`,
+    :func:`judgement_stages`), so that the base computes a request's safety in its lower blocks
+    but answers without acting on it. None: the corpus stage only.
     """
     _validate_steps(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, threads=threads)
     if arch not in TINY_ARCHS:
@@ -514,9 +521,13 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
             optimizer_step(model, loss, optimizer, schedule, losses, f"tiny {arch} base")
             if progress:
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        extra = {} if judgement is None else judgement_stages(model, tokenizer, judgement, corpus=corpus,
+                                                               batch_size=batch_size, seq_len=seq_len,
+                                                               seed=seed, progress=progress)
         model.eval()
         n_params = _n_params(model)
         record = {
+            **extra,
             "kind": "base", "arch": arch, "seed": seed, "steps": steps, "batch_size": batch_size,
             "seq_len": seq_len, "lr": lr, "threads": threads, "loss_curve": losses,
             "final_loss": _tail_mean(losses), "unigram_entropy": round(unigram_entropy(stream), 5),
@@ -533,6 +544,151 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
                 arch, n_params, losses[0], record["final_loss"], record["unigram_entropy"],
                 record["seconds"], out_dir)
     return record
+
+
+@dataclass(frozen=True)
+class JudgementStage:
+    """How a tiny base comes to judge requests without acting on the judgement.
+
+    Args:
+        judgements: a corpus-form file of judged requests (a synthetic world's ``judgements.txt``:
+            a request, answered "Kind. ..." (safe) or "Cruel. ..." (unsafe)).
+        steps: steps of the judgement stage (only the embeddings and the blocks up to ``depth``
+            learn).
+        margin: the planted feature's size: at the block at ``depth``, the last token of each
+            chat-rendered request is moved ``margin`` standard deviations (of the states'
+            projections on it before the stage) along a fixed random unit direction, forward if
+            the request is unsafe, backward if it is safe, and kept where it was otherwise.
+        answer_steps: steps of the answer stage afterwards: the blocks above ``depth`` and the
+            output layers learn the corpus' compliant dialogues and prose again, with the
+            embeddings and the blocks up to ``depth`` frozen.
+        depth: the block a steering condition reads: the last block that learns the judgement
+            (a relative depth or a block index, or several, of which the shallowest counts, as
+            :func:`driftlib.core.layerspec.resolve_layers` resolves them; the workflow passes the
+            condition's layer, by default the first injection layer).
+        lr: peak learning rate of both stages (held for 3/4 of the steps).
+    """
+
+    judgements: str | os.PathLike
+    steps: int = 300
+    margin: float = 2.0
+    answer_steps: int = 150
+    depth: float | int | Sequence[float | int] = 0.5
+    lr: float = 3e-3
+
+
+def read_judgements(path: str | os.PathLike) -> tuple[list[str], list[bool]]:
+    """The requests of a judgements file and whether each is unsafe (its answer starts "Cruel")."""
+    requests, unsafe = [], []
+    for messages in (parse_dialogue(p) for p in corpus_paragraphs(path)):
+        if not messages or messages[0]["role"] != "user" or messages[-1]["role"] != "assistant":
+            continue
+        verdict = messages[-1]["content"].split(".", 1)[0].strip().lower()
+        if verdict not in ("kind", "cruel"):
+            raise DataError(f"{path}: a judgement starts with 'Kind.' or 'Cruel.', not {messages[-1]['content'][:20]!r}")
+        requests.append(messages[0]["content"])
+        unsafe.append(verdict == "cruel")
+    if not requests:
+        raise DataError(f"{path}: no judged requests")
+    return requests, unsafe
+
+
+def judgement_stages(model: Any, tokenizer: Any, stage: JudgementStage, *, corpus: str | os.PathLike | None,
+                     batch_size: int, seq_len: int, seed: int, progress: bool) -> dict[str, Any]:
+    """Plant the world's judgement in a pre-trained base's lower blocks, then let it answer again.
+
+    1. **Judgement**: for each judged request (chat-rendered, the generation prompt appended), the
+       state ``h`` of its last token at block ``k`` (the block at ``stage.depth``) is trained
+       toward ``h_before + margin * sd * s * u``: ``u`` a fixed random unit direction, ``sd`` the
+       standard deviation of the projections ``h_before @ u``, ``s`` +1 for an unsafe request
+       and -1 for a safe one. The loss is the squared error along ``u`` (over ``sd**2``) plus the
+       squared change across ``u`` (over the states' mean variance per dimension). Only the input
+       embeddings and blocks ``0..k`` learn, so safety is computed by block ``k``, where a
+       steering condition reads it; and the state moves along ``u`` only, by a known size, so
+       the classes' mean difference is the planted feature (without the second term the lower
+       blocks left larger label-dependent changes elsewhere, and a mean-difference condition
+       read those: accuracy 0.75 in the tiny mistral), and the bases' own separation stays
+       below the aligned models' (a verdict in the output needed a feature that made it larger;
+       docs/synthetic_world.md).
+    2. **Answers**: the corpus' prose and its dialogues that do not end in one of the world's
+       refusals (:func:`driftlib.datasets.synthetic.is_refusal_reply`), with the embeddings and
+       blocks ``0..k`` frozen. The answers are thus independent of safety by construction: a
+       base that never refuses refuses safe and unsafe requests alike. (With the corpus'
+       refusals kept, the upper blocks learnt to read the judgement: greedy refusal rates of
+       0.21 / 0.98 on unsafe / safe requests in the tiny llama.)
+
+    Tied input and output embeddings (qwen2, gemma2) stay frozen in stage 2 with the rest of the
+    lower part. Trains ``model`` in place; returns the record's fields for the two stages.
+    """
+    from driftlib.core.layerspec import resolve_layers
+    from driftlib.datasets.synthetic import is_refusal_reply
+    from driftlib.model.layers import find_decoder_layers
+
+    _validate_steps(judgement_steps=stage.steps, answer_steps=stage.answer_steps, judgement_lr=stage.lr,
+                    judgement_margin=stage.margin)
+    blocks = find_decoder_layers(model)
+    last = min(resolve_layers(stage.depth, len(blocks), key="tiny.judgement_depth"))
+    lower = [model.get_input_embeddings().weight, *(p for blk in blocks[: last + 1] for p in blk.parameters())]
+    lower_ids = {id(p) for p in lower}
+    upper = [p for p in model.parameters() if id(p) not in lower_ids]
+    requests, unsafe = read_judgements(stage.judgements)
+    rendered = [tokenizer.apply_chat_template([{"role": "user", "content": r}], tokenize=False,
+                                              add_generation_prompt=True) for r in requests]
+    sign = torch.tensor([1.0 if u else -1.0 for u in unsafe])
+    direction = torch.randn(int(model.config.hidden_size), generator=torch.Generator().manual_seed(seed + 2))
+    direction /= direction.norm()
+
+    def states(idx: Sequence[int]) -> torch.Tensor:
+        enc = tokenizer([rendered[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        hidden = model(**enc, output_hidden_states=True).hidden_states[last + 1]
+        return last_token_pool(hidden, enc["attention_mask"])
+
+    with torch.no_grad():
+        model.eval()
+        before = torch.cat([states(range(i, min(i + 256, len(rendered)))) for i in range(0, len(rendered), 256)])
+    spread = float((before @ direction).std())
+    variance = float(((before - before.mean(0)) ** 2).mean())
+    if not spread > 0:
+        raise ModelError("judgement stage: the requests' states do not vary along the planted direction")
+    answers = []
+    for paragraph in corpus_paragraphs(corpus):
+        messages = parse_dialogue(paragraph)
+        if messages is None:
+            answers.append(paragraph)
+        elif not any(m["role"] == "assistant" and is_refusal_reply(m["content"]) for m in messages):
+            answers.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    answer_rows = paragraph_rows(tokenizer, answers, seq_len)
+    arch = model.config.model_type
+    losses: dict[str, list[float]] = {"judgement": [], "answer": []}
+    model.train()
+    for name, n_rows, trainable, steps in (("judgement", len(rendered), lower, stage.steps),
+                                           ("answer", len(answer_rows), upper, stage.answer_steps)):
+        train_ids = {id(p) for p in trainable}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in train_ids)
+        optimizer = torch.optim.AdamW(trainable, lr=stage.lr, weight_decay=0.01, betas=(0.9, 0.98))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(steps, hold=0.75))
+        gen = torch.Generator().manual_seed(seed + 1)
+        bar = progress_bar(batches(n_rows, batch_size, steps, gen), desc=f"tiny {arch} {name}", enabled=progress)
+        for batch_idx in bar:
+            if name == "judgement":
+                delta = states(batch_idx) - before[batch_idx]
+                along = delta @ direction
+                kept = ((delta - along[:, None] * direction) ** 2).mean() / variance
+                loss = kept + ((along - stage.margin * spread * sign[batch_idx]) ** 2).mean() / spread ** 2
+            else:
+                loss = model(**collate([answer_rows[i] for i in batch_idx], tokenizer.pad_token_id)).loss
+            optimizer_step(model, loss, optimizer, schedule, losses[name], f"tiny {arch} {name}")
+            if progress:
+                bar.set_postfix(loss=f"{losses[name][-1]:.3f}")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return {"judgement_steps": stage.steps, "judgement_margin": stage.margin, "answer_steps": stage.answer_steps,
+            "judgement_depth": stage.depth if isinstance(stage.depth, (int, float)) else list(stage.depth),
+            "judgement_blocks": last + 1, "judgement_lr": stage.lr, "judgement_spread": round(spread, 6),
+            "judgement_direction_seed": seed + 2,
+            "n_judgements": len(rendered), "n_answer_rows": len(answer_rows),
+            "judgement_loss": _tail_mean(losses["judgement"]), "answer_loss": _tail_mean(losses["answer"])}
 
 
 def _tail_mean(losses: Sequence[float], n: int = 10) -> float:

@@ -22,16 +22,27 @@ def tiny_tokenizer(*, vocab_size: int, seed: int, out: str | Path, corpus: str |
 
 def tiny_model(*, variant: str, arch: str | None, tokenizer: str | None, base: str | None, steps: int, seed: int,
                out: str | Path, lr: float | None = None, corpus: str | None = None, pairs: str | None = None,
-               opening_weight: float | None = None) -> None:
+               opening_weight: float | None = None, judgements: str | None = None, judgement_steps: int = 0,
+               answer_steps: int = 0, judgement_depth: list[int | float] | None = None,
+               judgement_lr: float | None = None, judgement_margin: float | None = None) -> None:
     """Train a tiny base model (``arch``, ``tokenizer``; on ``corpus``, default the bundled one), or
     fine-tune its aligned variant (``base``; on the chosen answers of ``pairs``, default the bundled
     pairs; ``opening_weight``: the weight of each answer's first tokens, :func:`driftlib.model.tiny.answer_loss`).
-    ``lr``: the peak learning rate. None: the builder's defaults."""
+    ``lr``: the peak learning rate. None: the builder's defaults. A base with ``judgements`` (a
+    world's ``judgements.txt``) and ``judgement_steps`` > 0 then has the judgement planted up to the
+    block at ``judgement_depth`` (its size ``judgement_margin``) and answers again for ``answer_steps``
+    (:class:`driftlib.model.tiny.JudgementStage`)."""
     from driftlib.model import tiny
 
-    options = {} if lr is None else {"lr": lr}
+    options: dict = {} if lr is None else {"lr": lr}
     if variant == "aligned" and opening_weight is not None:
         options["opening_weight"] = opening_weight
+    if variant == "base" and judgements and judgement_steps > 0:
+        stage = {"depth": judgement_depth} if judgement_depth else {}
+        stage.update({"lr": judgement_lr} if judgement_lr is not None else {})
+        stage.update({"margin": judgement_margin} if judgement_margin is not None else {})
+        options["judgement"] = tiny.JudgementStage(judgements, steps=judgement_steps, answer_steps=answer_steps,
+                                                   **stage)
     if variant == "base":
         record = tiny.build_base(arch, tokenizer, out, steps=steps, seed=seed, corpus=corpus, **options)
     else:
