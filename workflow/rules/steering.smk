@@ -304,6 +304,7 @@ rule operator_summary:
         aqis=[f"{operator_dir(m, op)}/sweep_aqi.parquet" for m in MODEL_KEYS for op in [STEER["operator"], *COMPARED]],
         costs=[f"{operator_dir(m, op)}/cost.parquet" for m in MODEL_KEYS for op in [STEER["operator"], *COMPARED]],
         conditions=[condition_file(m) for m in MODEL_KEYS] if "conditional" in COMPARED else [],
+        aqi_summary=f"{RESULTS}/baseline/aqi_summary.parquet",
         code=code("summarize-operators"),
     output:
         table=f"{RESULTS}/steering/operators/operator_comparison.parquet",
@@ -322,6 +323,7 @@ rule operator_summary:
         out_dir=lambda wildcards, output: Path(output.table).parent,
         max_kl=STEER["cost"]["max_kl"],
         max_repetition_increase=STEER["cost"]["max_repetition_increase"],
+        confidence=config["aqi"]["confidence"],
     log:
         f"{RESULTS}/logs/operator_summary.log",
     benchmark:
@@ -331,5 +333,6 @@ rule operator_summary:
         ENV
     shell:
         "driftlib summarize-operators --sweep-aqis {input.aqis} --costs {input.costs} "
-        "--conditions {input.conditions} --max-kl {params.max_kl} "
-        "--max-repetition-increase {params.max_repetition_increase} --out-dir {params.out_dir} > {log} 2>&1"
+        "--conditions {input.conditions} --aqi-summary {input.aqi_summary} --confidence {params.confidence} "
+        "--max-kl {params.max_kl} --max-repetition-increase {params.max_repetition_increase} "
+        "--out-dir {params.out_dir} > {log} 2>&1"

@@ -66,7 +66,8 @@ def summarize_operators(a: argparse.Namespace) -> None:
     from driftlib.phases.same_arch.operators import compare_operators
 
     compare_operators(a.sweep_aqis, a.costs, a.conditions, a.out_dir, max_kl=a.max_kl,
-                      max_repetition_increase=a.max_repetition_increase)
+                      max_repetition_increase=a.max_repetition_increase, aqi_summary=a.aqi_summary,
+                      confidence=a.confidence)
 
 
 def summarize_steering(a: argparse.Namespace) -> None:
@@ -100,6 +101,8 @@ def _operator_parsers(sub) -> None:
     p.add_argument("--sweep-aqis", nargs="+", required=True, help="score-sweep tables, one per model and operator")
     p.add_argument("--costs", nargs="+", required=True, help="cost tables, in the same order")
     p.add_argument("--conditions", nargs="*", default=[], help="fit-condition files")
+    p.add_argument("--aqi-summary", default=None, help="phase 1's aqi_summary.parquet (for the share of the gap closed)")
+    p.add_argument("--confidence", type=float, default=0.95)
     bound_options(p)
     p.add_argument("--out-dir", required=True)
 
