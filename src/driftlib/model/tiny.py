@@ -11,7 +11,9 @@ Two sources of text: the bundled ``data/corpus.txt`` and ``data/preference_pairs
 default of every builder), or a synthetic world (:mod:`driftlib.datasets.synthetic`; the
 embedded default): its ``corpus.txt`` for the base (answers drawn independently of safety) and
 its ``align.jsonl`` chats for the aligned model (unsafe -> refusal, safe -> help), passed as
-``corpus=`` and ``pairs=`` (``docs/synthetic_world.md``).
+``corpus=`` and ``pairs=`` (``docs/synthetic_world.md``). A world's base can also be given its
+``judgements.txt`` (``judgement=``, :class:`JudgementStage`): the world's judgement of safety is
+then planted in its lower blocks, and it answers again without acting on it.
 
 The members share one byte-level BPE tokenizer (:func:`train_tokenizer`) with a small chat template.
 Every build is deterministic: the same seed gives bit-identical saved weights on the same machine.
