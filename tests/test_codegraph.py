@@ -64,3 +64,26 @@ def test_the_entry_is_the_one_function_the_command_imports() -> None:
     assert command_entry("sweep") == ("driftlib.phases.same_arch.run", "sweep")
     assert command_entry("score") == ("driftlib.phases.baseline.scoring", "score_activation_file")
     assert command_entry("check-config") == ("driftlib.core.config", "describe_file")
+
+
+def test_results_are_kept_on_disk_until_a_source_file_changes(pkg: Path, monkeypatch) -> None:
+    """A second plan reads the kept result without parsing anything; an edited file (its size or
+    time changes) makes the next call read the source again, and see the edit."""
+    from driftlib.cli import codegraph
+
+    first = command_sources("score", pkg)
+    cache = codegraph._cache_file(pkg)
+    assert cache.is_file()
+
+    def no_parsing(command: str, root: Path) -> list[Path]:
+        raise AssertionError("parsed again although nothing changed")
+
+    monkeypatch.setattr(codegraph, "_command_sources", no_parsing)
+    assert command_sources("score", pkg) == first
+    monkeypatch.undo()
+
+    edited = pkg / "stats" / "aqi.py"
+    edited.write_text(edited.read_text(encoding="utf-8") + "\nfrom driftlib.steer import hooks  # noqa\n",
+                      encoding="utf-8")
+    after = names(command_sources("score", pkg), pkg)
+    assert "steer/hooks.py" in after and "steer/hooks.py" not in names(first, pkg)
