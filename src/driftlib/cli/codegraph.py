@@ -225,10 +225,13 @@ def _fingerprint(root: Path) -> str:
     return digest.hexdigest()
 
 
-def _cache_file(root: Path) -> Path:
+def _cache_file(root: Path) -> Path | None:
     """Where the import graph's results for the package at ``root`` are kept between processes:
-    ``$XDG_CACHE_HOME/driftlib/`` (``~/.cache/driftlib/`` without it)."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    ``$XDG_CACHE_HOME/driftlib/`` (``~/.cache/driftlib/`` without it; None without a home either)."""
+    try:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    except RuntimeError:  # no home directory to be found
+        return None
     return base / "driftlib" / f"codegraph-{hashlib.sha256(str(root).encode()).hexdigest()[:16]}.json"
 
 
@@ -260,7 +263,10 @@ def command_sources(command: str, root: Path = PACKAGE_DIR) -> list[Path]:
     ``root`` changes its size or modification time (:func:`_fingerprint`): planning the workflow
     then reads them instead of parsing the package again (0.5 s of every ``snakemake -n``).
     """
-    fingerprint, path = _fingerprint(root), _cache_file(root)
+    path = _cache_file(root)
+    if path is None:
+        return _command_sources(command, root)
+    fingerprint = _fingerprint(root)
     kept = _read_cache(path, fingerprint)
     if command in kept:
         return [root / name for name in kept[command]]
