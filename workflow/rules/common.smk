@@ -82,9 +82,9 @@ def judgement_args():
     """The tiny bases' judgement stage (tiny.smk's JUDGE, JUDGEMENT_DEPTH), as `tiny-model base` options."""
     if not JUDGE:
         return ""
-    depth = layer_args(JUDGEMENT_DEPTH if isinstance(JUDGEMENT_DEPTH, list) else [JUDGEMENT_DEPTH])
     return (f"{tiny_data_args('judgements')} --judgement-steps {TINY['judgement_steps']} "
-            f"--answer-steps {TINY['answer_steps']} --judgement-depth {depth} --judgement-lr {TINY['judgement_lr']} "
+            f"--answer-steps {TINY['answer_steps']} --judgement-depth {layer_args(JUDGEMENT_DEPTH)} "
+            f"--judgement-lr {TINY['judgement_lr']} "
             f"--judgement-margin {TINY['judgement_margin']}")
 
 

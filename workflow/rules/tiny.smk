@@ -12,7 +12,7 @@ TINY_DATA = {"corpus": WORLD_PATHS["corpus"], "pairs": WORLD_PATHS["align"]} if 
 JUDGE = WORLD["enabled"] and TINY["judgement_steps"] > 0
 if JUDGE:
     TINY_DATA["judgements"] = WORLD_PATHS["judgements"]
-JUDGEMENT_DEPTH = STEER["condition"]["layer"] if STEER["condition"]["layer"] is not None else STEER["layers"]
+JUDGEMENT_DEPTH = STEER["layers"] if STEER["condition"]["layer"] is None else [STEER["condition"]["layer"]]
 
 
 

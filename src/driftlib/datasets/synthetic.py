@@ -760,9 +760,8 @@ def make_world(spec: WorldSpec | None = None) -> World:
     corpus = [paragraphs[i] for i in order]
 
     requests = pd.DataFrame(rows, columns=list(REQUEST_COLUMNS))
-    judgements = [_dialogue(request_text(slots), judgement_reply(slots)) for _, slots in
-                  ((r, Slots(r.axiom, int(r.template), r.object, r.aim, r.person)) for r in
-                   requests[requests["split"].isin(JUDGED_SPLITS)].itertuples())]
+    judgements = [_dialogue(r.text, judgement_reply(Slots(r.axiom, int(r.template), r.object, r.aim, r.person)))
+                  for r in requests[requests["split"].isin(JUDGED_SPLITS)].itertuples()]
     counts = {"requests": len(requests), "pretrain": len(pretrain), "prose_paragraphs": len(prose),
               "knowledge_dialogues": len(known), "judgements": len(judgements),
               "align": len(align), "calibration": len(calibration), "evaluation": len(evaluation),

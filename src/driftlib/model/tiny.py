@@ -624,6 +624,7 @@ def judgement_stages(model: Any, tokenizer: Any, stage: JudgementStage, *, corpu
     """
     from driftlib.core.layerspec import resolve_layers
     from driftlib.datasets.synthetic import is_refusal_reply
+    from driftlib.model.forward import StopForward, block_hooks
     from driftlib.model.layers import find_decoder_layers
 
     _validate_steps(judgement_steps=stage.steps, answer_steps=stage.answer_steps, judgement_lr=stage.lr,
@@ -641,9 +642,15 @@ def judgement_stages(model: Any, tokenizer: Any, stage: JudgementStage, *, corpu
     direction /= direction.norm()
 
     def states(idx: Sequence[int]) -> torch.Tensor:
+        """The last tokens' states ``[b, d]`` at block ``last``; the forward pass stops there."""
         enc = tokenizer([rendered[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        hidden = model(**enc, output_hidden_states=True).hidden_states[last + 1]
-        return last_token_pool(hidden, enc["attention_mask"])
+        seen: dict[int, torch.Tensor] = {}
+        with block_hooks(model, [last], seen.__setitem__, stop_after=last):
+            try:
+                model(**enc)
+            except StopForward:
+                pass
+        return last_token_pool(seen[last], enc["attention_mask"])
 
     with torch.no_grad():
         model.eval()

@@ -38,9 +38,8 @@ def tiny_model(*, variant: str, arch: str | None, tokenizer: str | None, base: s
     if variant == "aligned" and opening_weight is not None:
         options["opening_weight"] = opening_weight
     if variant == "base" and judgements and judgement_steps > 0:
-        stage = {"depth": judgement_depth} if judgement_depth else {}
-        stage.update({"lr": judgement_lr} if judgement_lr is not None else {})
-        stage.update({"margin": judgement_margin} if judgement_margin is not None else {})
+        given = {"depth": judgement_depth or None, "lr": judgement_lr, "margin": judgement_margin}
+        stage = {key: value for key, value in given.items() if value is not None}
         options["judgement"] = tiny.JudgementStage(judgements, steps=judgement_steps, answer_steps=answer_steps,
                                                    **stage)
     if variant == "base":
