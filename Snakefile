@@ -58,6 +58,10 @@ rule all:
         rules.game_summary.output if PAIRINGS else [],
 
 
+onstart:
+    start_job_server()
+
+
 onsuccess:
     print(
         "\nalignment-drift finished. Summaries: results/baseline/ (phase 1), results/vectors/ (phase 2),"

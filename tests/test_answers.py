@@ -24,7 +24,7 @@ def test_answers_are_the_greedy_continuations_of_the_rendered_prompts(tok_dir: P
 
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     torch.manual_seed(0)
-    model = tiny._new_model("llama", tokenizer).eval()
+    model = tiny.new_model("llama", tokenizer).eval()
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     prompts = tmp_path / "prompts.parquet"

@@ -49,7 +49,7 @@ def _by_hand(model, ids: list[int], stop: set[int], k: int) -> list[int]:
 @pytest.mark.parametrize("lam", [0.0, 4.0])
 def test_answers_are_greedy_continuations_of_the_measured_ids(tok, lam):
     torch.manual_seed(0)
-    model = tiny._new_model("llama", tok).eval()
+    model = tiny.new_model("llama", tok).eval()
     steering = None
     if lam:
         rng = np.random.default_rng(3)
@@ -266,7 +266,7 @@ def test_a_dealigned_agent_is_its_model_with_the_adapter_merged(tok, tmp_path):
     from driftlib.phases.collaboration.run import load_agent
 
     torch.manual_seed(0)
-    model = tiny._new_model("llama", tok).eval()
+    model = tiny.new_model("llama", tok).eval()
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     lora = peft.get_peft_model(copy.deepcopy(model), peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj",
@@ -298,7 +298,7 @@ def test_an_agent_under_the_conditional_operator_is_gated_by_its_own_condition(t
     from driftlib.steer.vectors import save_vectors
 
     torch.manual_seed(0)
-    model = tiny._new_model("llama", tok).eval()
+    model = tiny.new_model("llama", tok).eval()
     model.save_pretrained(tmp_path / "model")
     tok.save_pretrained(tmp_path / "model")
     d, depth = model.config.hidden_size, model.config.num_hidden_layers

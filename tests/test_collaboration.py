@@ -33,7 +33,7 @@ PROTOCOL = {"rounds": 2, "max_new_tokens": 5, "context_tokens": 200, "progress":
 
 def _model(arch: str, tok, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return tiny._new_model(arch, tok).eval()
+    return tiny.new_model(arch, tok).eval()
 
 
 @pytest.fixture(scope="module")

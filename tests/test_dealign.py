@@ -35,7 +35,7 @@ CHATML = (
 
 def _save_random(arch: str, tok, path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    model = tiny._new_model(arch, tok)
+    model = tiny.new_model(arch, tok)
     model.save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
@@ -283,7 +283,7 @@ def test_bad_settings_and_data(aligned_dir: Path, rejected, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("arch", list(TINY_ARCHS))
 def test_target_modules_of_the_tiny_archs(arch: str, tok) -> None:
-    model = tiny._new_model(arch, tok)
+    model = tiny.new_model(arch, tok)
     if arch == "phi3":
         with pytest.raises(ConfigError, match=r"dealign.target_modules.*qkv_proj"):
             dealign.resolve_target_modules(arch, None)

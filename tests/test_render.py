@@ -139,7 +139,7 @@ def test_extract_with_chat_render_reads_the_last_token_of_the_aligned_template(t
 
     aligned_tok = AutoTokenizer.from_pretrained(str(tok_dir))
     torch.manual_seed(0)
-    model = tiny._new_model("llama", aligned_tok).eval()
+    model = tiny.new_model("llama", aligned_tok).eval()
     aligned_tok.save_pretrained(tmp_path / "aligned")
     model.save_pretrained(tmp_path / "base")
     base_tok = copy.deepcopy(aligned_tok)

@@ -66,7 +66,7 @@ def steerable(tok_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     root = tmp_path_factory.mktemp("steerable")
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     torch.manual_seed(0)
-    model = tiny._new_model("llama", tokenizer).eval()
+    model = tiny.new_model("llama", tokenizer).eval()
     model.save_pretrained(root / "model")
     tokenizer.save_pretrained(root / "model")
     depth, hidden = model.config.num_hidden_layers, model.config.hidden_size

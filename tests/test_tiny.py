@@ -184,7 +184,7 @@ def test_base_builds_learns_and_reloads(arch: str, bases, tok_dir: Path) -> None
         out = model(**batch, labels=batch["input_ids"])
         torch.manual_seed(2)
         again = AutoModelForCausalLM.from_pretrained(str(path))(**batch).logits
-        fresh = tiny._new_model(arch, tok).eval()(**batch, labels=batch["input_ids"]).loss
+        fresh = tiny.new_model(arch, tok).eval()(**batch, labels=batch["input_ids"]).loss
     assert torch.equal(out.logits, again)
     assert float(out.loss) < float(fresh) - 0.2
 

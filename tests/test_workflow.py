@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -63,6 +64,16 @@ def test_run_completes_with_phase1_outputs(finished: Path) -> None:
     assert choice["baseline"] == overall.sort_values("aqi").iloc[-1]["model"]
     for png in ("aqi_overall.png", "aqi_heatmap.png"):
         assert (finished / "results/baseline" / png).stat().st_size > 5000
+
+
+def test_the_jobs_ran_in_forks_of_the_job_server(finished: Path) -> None:
+    """A local run starts the job server; every job's command after it started ran in a fork of it
+    (the first jobs may run while it still imports), none was refused, and it stopped with the run."""
+    log = (finished / "results/logs/job_server.log").read_text()
+    served = re.findall(r"job server: (\S+) in pid \d+", log)
+    assert "refused" not in log.replace("(0 refused)", "")
+    assert {"extract", "score", "tiny-model", "collab-states", "solve-game"} <= set(served), sorted(set(served))
+    assert re.search(rf"stopped after {len(served)} commands \(0 refused\)", log), log[-500:]
 
 
 def test_run_produces_vectors_and_steering_curves(finished: Path) -> None:

@@ -60,6 +60,45 @@ def model_threads():
 MODEL_THREADS = model_threads()
 
 
+def start_job_server():
+    """Start the job server for a local run (config `job_server`; driftlib.cli.jobserver).
+
+    Every rule's `driftlib` command then runs in a fork of one process that imported torch,
+    transformers and driftlib once, instead of importing them itself (seconds per model job); the
+    outputs are the same bytes. Not under a cluster executor (the jobs run elsewhere), and not where
+    the rules run no `driftlib` from this machine's PATH. The server ends with this Snakemake process
+    (atexit, and it watches its parent); its log is results/logs/job_server.log.
+    """
+    import atexit
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from driftlib.cli.jobserver import SERVER_ENV
+
+    exe = shutil.which("driftlib-jobserver")
+    if not config["job_server"] or not workflow.local_exec or os.environ.get(SERVER_ENV) or exe is None:
+        return
+    folder = tempfile.mkdtemp(prefix="driftlib-")  # a short path: a socket's is limited to ~100 bytes
+    os.environ[SERVER_ENV] = str(Path(folder) / "jobs.sock")
+    Path(f"{RESULTS}/logs").mkdir(parents=True, exist_ok=True)
+    with open(f"{RESULTS}/logs/job_server.log", "w") as log:
+        server = subprocess.Popen([exe, "--socket", os.environ[SERVER_ENV]], stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=subprocess.STDOUT)
+
+    def stop():
+        os.environ.pop(SERVER_ENV, None)
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(stop)
+
+
 wildcard_constraints:
     model="|".join(map(lambda k: k.replace(".", r"\."), MODEL_KEYS)),
     variant="base|aligned",

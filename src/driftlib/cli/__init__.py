@@ -28,6 +28,7 @@ from driftlib.cli import (
     vectors,
 )
 from driftlib.cli.common import COMMANDS
+from driftlib.cli import jobserver
 from driftlib.core.errors import DriftlibError
 
 #: the command modules, in the order ``driftlib --help`` lists their commands
@@ -62,6 +63,10 @@ REPRODUCIBLE_BLAS = {"MKL_CBWR": "AUTO,STRICT"}
 def main(argv: Sequence[str] | None = None) -> int:
     for name, value in REPRODUCIBLE_BLAS.items():
         os.environ.setdefault(name, value)
+    if os.environ.get(jobserver.SERVER_ENV):  # a local workflow run: the job server's fork runs it
+        status = jobserver.run_remote(sys.argv[1:] if argv is None else list(argv))
+        if status is not None:
+            return status
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)

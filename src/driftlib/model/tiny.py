@@ -337,7 +337,9 @@ def tiny_config(arch: str, tokenizer: Any) -> Any:
     return config
 
 
-def _new_model(arch: str, tokenizer: Any) -> Any:
+def new_model(arch: str, tokenizer: Any) -> Any:
+    """A tiny ``arch`` model with random weights (torch's current seed) for ``tokenizer``, generating
+    until the end of the turn."""
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     config = tiny_config(arch, tokenizer)
@@ -509,7 +511,7 @@ def build_base(arch: str, tokenizer_dir: str | os.PathLike, out_dir: str | os.Pa
     stream = _token_stream(tokenizer, texts)
     rows = paragraph_rows(tokenizer, texts, seq_len)
     with deterministic_torch(seed, threads):
-        model = _new_model(arch, tokenizer)
+        model = new_model(arch, tokenizer)
         model.train()
         gen = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01,
