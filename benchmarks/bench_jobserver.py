@@ -14,13 +14,15 @@ Side by side in this one run, each row the fastest of ``--repeat`` runs, the two
 With ``--workflow small`` (the tests' two-model config, every phase, about 90 jobs) or ``default``
 (the embedded default, about 290 jobs: long), the workflow runs twice from scratch in scratch copies,
 ``job_server`` off and on, one after the other; the rows give the wall time of each and whether every
-output file outside ``results/logs`` and ``results/benchmarks`` has the same bytes.
+output file outside ``results/logs`` and ``results/benchmarks`` has the same bytes (a JSON record's
+``seconds``, the job's own run time, left out).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -67,10 +69,20 @@ def run(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+def digest(path: Path) -> str:
+    """A file's sha256; a JSON record's without its ``seconds`` (a job's own run time)."""
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        record = json.loads(data)
+        if isinstance(record, dict) and "seconds" in record:
+            data = json.dumps({k: v for k, v in record.items() if k != "seconds"}, sort_keys=True).encode()
+    return hashlib.sha256(data).hexdigest()
+
+
 def outputs(results: Path) -> dict[str, str]:
-    """Every output file's sha256, by path under ``results`` (logs, benchmarks and the report left out)."""
+    """Every output file's digest, by path under ``results`` (logs, benchmarks and the report left out)."""
     skip = ("logs", "benchmarks")
-    return {str(p.relative_to(results)): hashlib.sha256(p.read_bytes()).hexdigest()
+    return {str(p.relative_to(results)): digest(p)
             for p in sorted(results.rglob("*")) if p.is_file() and p.relative_to(results).parts[0] not in skip}
 
 
@@ -79,7 +91,9 @@ def workflow_rows(which: str, folder: Path) -> list[tuple[str, float, str]]:
 
     rows, hashes = [], {}
     for server in (False, True):
-        work = workflow_copy(folder / f"wf-{'on' if server else 'off'}")
+        work = folder / f"wf-{'on' if server else 'off'}"
+        work.mkdir()
+        workflow_copy(work)
         if which == "small":
             sys.path.insert(0, str(REPO / "tests"))
             from snakemake_run import SMALL

@@ -199,3 +199,16 @@ def test_the_thread_pools_are_sized_as_in_a_fresh_process(tmp_path, threads):
     sizes = {(api, n) for api, _, n in fresh["pools"]}
     assert {(api, n) for api, _, n in forked["pools"]} == sizes == {("blas", int(threads)), ("openmp", int(threads))}
     assert forked["torch"] == fresh["torch"] == int(threads)
+
+
+def test_a_server_whose_imports_initialised_cuda_does_not_serve(tmp_path):
+    """Forks cannot use a CUDA driver their parent initialised: such a server never listens, so every
+    command runs in its own process (simulated: torch.cuda.is_initialized reports True)."""
+    sock = tmp_path / "s.sock"
+    code = ("import sys, torch\ntorch.cuda.is_initialized = lambda: True\nfrom driftlib.cli import jobserver\n"
+            f"sys.exit(jobserver.main(['--socket', {str(sock)!r}]))\n")
+    result = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and not sock.exists()
+    assert "initialised CUDA" in result.stderr
+    served = _run(["--version"], sock, tmp_path)
+    assert served.returncode == 0 and served.stdout.startswith("driftlib ")

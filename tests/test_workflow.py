@@ -47,7 +47,7 @@ def planned_after(workdir: Path, change) -> dict[str, int]:
 def finished(tmp_path_factory) -> Path:
     """A workdir on which the small config has run to completion once."""
     workdir = make_workdir(tmp_path_factory.mktemp("wf"), SMALL)
-    # about 400 s alone, 730-900 s beside the other test worker on 2 cores
+    # about 75 s alone with the job server (246 s without it), longer beside the other test worker
     run_snakemake(workdir, "--cores", "2", timeout=1500)
     return workdir
 

@@ -65,8 +65,8 @@ def start_job_server():
 
     Every rule's `driftlib` command then runs in a fork of one process that imported torch,
     transformers and driftlib once, instead of importing them itself (seconds per model job); the
-    outputs are the same bytes. Not under a cluster executor (the jobs run elsewhere), and not where
-    the rules run no `driftlib` from this machine's PATH. The server ends with this Snakemake process
+    outputs are the same bytes. Linux only; not under a cluster executor (the jobs run elsewhere), and
+    not where the rules run no `driftlib` from this machine's PATH. The server ends with this Snakemake process
     (atexit, and it watches its parent); its log is results/logs/job_server.log.
     """
     import atexit
@@ -78,7 +78,8 @@ def start_job_server():
     from driftlib.cli.jobserver import SERVER_ENV
 
     exe = shutil.which("driftlib-jobserver")
-    if not config["job_server"] or not workflow.local_exec or os.environ.get(SERVER_ENV) or exe is None:
+    if (not config["job_server"] or not workflow.local_exec or not sys.platform.startswith("linux")
+            or os.environ.get(SERVER_ENV) or exe is None):
         return
     folder = tempfile.mkdtemp(prefix="driftlib-")  # a short path: a socket's is limited to ~100 bytes
     os.environ[SERVER_ENV] = str(Path(folder) / "jobs.sock")

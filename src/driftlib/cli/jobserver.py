@@ -18,7 +18,9 @@ Why hand-written: Python's ``multiprocessing.forkserver`` starts ``Process`` obj
 not command lines with their own streams, directory and environment; no maintained library does that.
 
 The server forks only while it is single-threaded and before torch has run an operation (importing
-torch starts no threads), so each child starts its thread pools itself, as a fresh process would.
+torch starts no threads) or touched CUDA, so each child sizes its thread pools and initialises CUDA
+itself, as a fresh process would. Linux only (the Snakefile starts it nowhere else): on macOS a
+fork after some system libraries load is not safe.
 """
 
 from __future__ import annotations
@@ -217,6 +219,21 @@ def _take(listener: socket.socket, own: dict[str, str], main: Callable[[Sequence
         conn.close()
 
 
+def _prepare() -> bool:
+    """Preload (:func:`preload`); False where an import initialised CUDA, which forks cannot use."""
+    # torch's availability checks ask NVML, so that they initialise no CUDA driver here
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    failed = preload()
+    if failed:
+        log.info("job server: not preloaded (imported by the command that needs them): %s", ", ".join(failed))
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        log.warning("job server: an import initialised CUDA, which forks cannot use; not serving "
+                    "(every command runs in its own process)")
+        return False
+    return True
+
+
 def serve(socket_path: str | Path, *, main: Callable[[Sequence[str]], int], idle_check_s: float = 0.5) -> int:
     """Run the fork server on ``socket_path`` until SIGTERM or until the process that started it ends.
 
@@ -226,14 +243,13 @@ def serve(socket_path: str | Path, *, main: Callable[[Sequence[str]], int], idle
         idle_check_s: how often the server checks that it was stopped or that its parent is gone.
 
     Returns:
-        0.
+        0, or 1 where it cannot serve (an import initialised CUDA): then it never listens.
     """
     global _serving
     _serving = True
     parent, own, started = os.getppid(), dict(os.environ), time.perf_counter()  # own: before the imports
-    failed = preload()
-    if failed:
-        log.info("job server: not preloaded (imported by the command that needs them): %s", ", ".join(failed))
+    if not _prepare():
+        return 1
     path = Path(socket_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
