@@ -66,8 +66,9 @@ def start_job_server():
     Every rule's `driftlib` command then runs in a fork of one process that imported torch,
     transformers and driftlib once, instead of importing them itself (seconds per model job); the
     outputs are the same bytes. Linux only; not under a cluster executor (the jobs run elsewhere), and
-    not where the rules run no `driftlib` from this machine's PATH. The server ends with this Snakemake process
-    (atexit, and it watches its parent); its log is results/logs/job_server.log.
+    not where the `driftlib` on this machine's PATH has no `driftlib-jobserver` beside it. The server
+    ends with this Snakemake process (atexit, and it watches its parent); its log is
+    results/logs/job_server.log.
     """
     import atexit
     import os
@@ -77,15 +78,16 @@ def start_job_server():
 
     from driftlib.cli.jobserver import SERVER_ENV
 
-    exe = shutil.which("driftlib-jobserver")
+    driftlib = shutil.which("driftlib")  # what the rules run: the server must be the same install
+    exe = Path(driftlib).with_name("driftlib-jobserver") if driftlib else None
     if (not config["job_server"] or not workflow.local_exec or not sys.platform.startswith("linux")
-            or os.environ.get(SERVER_ENV) or exe is None):
+            or os.environ.get(SERVER_ENV) or exe is None or not exe.is_file()):
         return
     folder = tempfile.mkdtemp(prefix="driftlib-")  # a short path: a socket's is limited to ~100 bytes
     os.environ[SERVER_ENV] = str(Path(folder) / "jobs.sock")
     Path(f"{RESULTS}/logs").mkdir(parents=True, exist_ok=True)
     with open(f"{RESULTS}/logs/job_server.log", "w") as log:
-        server = subprocess.Popen([exe, "--socket", os.environ[SERVER_ENV]], stdin=subprocess.DEVNULL,
+        server = subprocess.Popen([str(exe), "--socket", os.environ[SERVER_ENV]], stdin=subprocess.DEVNULL,
                                   stdout=log, stderr=subprocess.STDOUT)
 
     def stop():

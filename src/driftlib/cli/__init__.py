@@ -22,13 +22,13 @@ from driftlib.cli import (
     cross_arch,
     data,
     game,
+    jobserver,
     models,
     recovery,
     same_arch,
     vectors,
 )
 from driftlib.cli.common import COMMANDS
-from driftlib.cli import jobserver
 from driftlib.core.errors import DriftlibError
 
 #: the command modules, in the order ``driftlib --help`` lists their commands
