@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -160,7 +159,6 @@ def main() -> None:
         if args.workflow != "none":
             for label, seconds, note in workflow_rows(args.workflow, folder):
                 print(f"{label:45s} {seconds:11.1f}s  {note}")
-        shutil.rmtree(folder / "wf-on", ignore_errors=True)
 
 
 if __name__ == "__main__":

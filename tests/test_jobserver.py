@@ -97,7 +97,10 @@ def test_a_model_command_served_writes_the_same_bytes_as_in_its_own_process(serv
 ])
 def test_streams_and_exit_status_are_those_of_the_command(server, tmp_path, argv):
     sock, log = server
+    name = next(a for a in argv if a != "-q")
+    before = len(_served(log, name))
     own, served = _run(argv, None, tmp_path), _run(argv, sock, tmp_path)
+    assert len(_served(log, name)) == before + 1  # the second ran in a fork
     assert (served.returncode, served.stdout, served.stderr) == (own.returncode, own.stdout, own.stderr)
     assert own.returncode == (0 if argv == ["--version"] else 2)
     assert "Traceback" not in own.stderr

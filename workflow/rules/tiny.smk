@@ -15,7 +15,6 @@ if JUDGE:
 JUDGEMENT_DEPTH = STEER["layers"] if STEER["condition"]["layer"] is None else [STEER["condition"]["layer"]]
 
 
-
 rule tiny_tokenizer:
     input:
         **TINY_DATA,

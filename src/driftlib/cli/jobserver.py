@@ -52,7 +52,7 @@ PER_JOB = frozenset({
     "PWD", "OLDPWD", "SHLVL", "_",
 })
 
-#: the child's pid is refused (the command runs in its own process)
+#: the pid the server sends for a request it refuses (the command then runs in its own process)
 REFUSED = -1
 
 _HEADER = struct.Struct("!Q")  # length of the request's JSON

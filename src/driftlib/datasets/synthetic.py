@@ -64,7 +64,8 @@ __all__ = [
     "REQUEST_COLUMNS", "PRETRAIN_COLUMNS", "MINIMAL_PAIR_COLUMNS", "WORLD_FILES",
     "Domain", "Slots", "WorldSpec", "World",
     "safety_label", "request_text", "compliance_answer", "refusal_answer", "answer", "transcript",
-    "make_world", "write_world", "judgement_reply", "is_refusal_reply", "JUDGED_SPLITS", "world_vocabulary", "knowledge_sentences", "knowledge_dialogues", "WORLD_SOURCES", "point_at_world",
+    "make_world", "write_world", "judgement_reply", "is_refusal_reply", "JUDGED_SPLITS", "world_vocabulary",
+    "knowledge_sentences", "knowledge_dialogues", "WORLD_SOURCES", "point_at_world",
 ]
 
 # ---------------------------------------------------------------------------------------------

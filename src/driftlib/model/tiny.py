@@ -40,7 +40,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -415,15 +415,17 @@ def _validate_steps(**values: int | float) -> None:
             raise ConfigError(f"tiny.{key} must be positive, got {value}")
 
 
-def _base_texts(tokenizer: Any, corpus: str | os.PathLike | None = None) -> list[str]:
-    """Training texts of the base models: corpus prose, and its dialogues in chat form."""
+def _base_texts(tokenizer: Any, corpus: str | os.PathLike | None = None,
+                keep: Callable[[list[dict[str, str]]], bool] | None = None) -> list[str]:
+    """Training texts of the base models: corpus prose, and its dialogues in chat form (those that
+    ``keep(messages)`` accepts, where it is given)."""
     texts = []
     n_dialogues = 0
     for paragraph in corpus_paragraphs(corpus):
         messages = parse_dialogue(paragraph)
         if messages is None:
             texts.append(paragraph)
-        else:
+        elif keep is None or keep(messages):
             texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
             n_dialogues += 1
     logger.debug("base texts: %d paragraphs, %d of them dialogues", len(texts), n_dialogues)
@@ -661,13 +663,8 @@ def judgement_stages(model: Any, tokenizer: Any, stage: JudgementStage, *, corpu
     variance = float(((before - before.mean(0)) ** 2).mean())
     if not spread > 0:
         raise ModelError("judgement stage: the requests' states do not vary along the planted direction")
-    answers = []
-    for paragraph in corpus_paragraphs(corpus):
-        messages = parse_dialogue(paragraph)
-        if messages is None:
-            answers.append(paragraph)
-        elif not any(m["role"] == "assistant" and is_refusal_reply(m["content"]) for m in messages):
-            answers.append(tokenizer.apply_chat_template(messages, tokenize=False))
+    answers = _base_texts(tokenizer, corpus, keep=lambda messages: not any(
+        m["role"] == "assistant" and is_refusal_reply(m["content"]) for m in messages))
     answer_rows = paragraph_rows(tokenizer, answers, seq_len)
     arch = model.config.model_type
     losses: dict[str, list[float]] = {"judgement": [], "answer": []}
