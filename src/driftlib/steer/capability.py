@@ -42,7 +42,7 @@ from driftlib.steer.sweep import (
 )
 
 
-__all__ = ["eos_ids", "greedy_continuations", "greedy_repetition", "next_token_kl", "repetition_rate"]
+__all__ = ["eos_ids", "greedy_continuations", "greedy_repetition", "greedy_runs", "next_token_kl", "repetition_rate"]
 
 
 def _logits(output: object, name: str) -> torch.Tensor:
@@ -217,37 +217,82 @@ def greedy_continuations(
 
     Prompts are left-padded in batches (longest first), truncated from the left to ``max_length``;
     ``generate()`` runs with ``do_sample=False``, ``num_beams=1`` and the KV cache. The operator
-    acts at every position, prompt and generated tokens alike.
+    acts at every position, prompt and generated tokens alike. :func:`greedy_runs` with one run.
     """
+    spec = None if steering is None else as_spec(steering, lam)
+    return greedy_runs(model, tokenizer, prompts, [spec], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       max_length=max_length)[0]
+
+
+def greedy_runs(
+    model: torch.nn.Module,
+    tokenizer: object,
+    prompts: Sequence[str],
+    runs: Sequence[SteeringSpec | None],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    max_length: int | None = 256,
+    progress: bool = False,
+) -> list[list[list[int]]]:
+    """Greedy continuations of ``prompts`` under each run: ``runs[i]`` is a bound spec at its own λ
+    (:func:`~driftlib.steer.spec.SteeringSpec.with_lam`), or None for the unsteered model.
+
+    The prompts are batched as :func:`greedy_continuations` batches them (longest first, left
+    padding, at most ``batch_size`` prompts); a batch of ``b`` prompts is repeated for
+    ``max(1, batch_size // b)`` runs at a time, stacked in the batch dimension under
+    :func:`driftlib.steer.hooks.steer_rows`, so every run sees the same padded inputs as alone and
+    one ``generate()`` call serves several runs. Greedy decoding of small batches is bound by the
+    per-step cost of ``generate()``: a cost measurement (8 prompts, many spec and λ runs) takes a
+    few calls instead of one per run.
+
+    Args:
+        model, tokenizer: the model and its tokenizer.
+        prompts: the prompts, each a string.
+        runs: one bound spec at its λ (or None) per run.
+        max_new_tokens, batch_size, max_length: as for :func:`greedy_continuations`.
+        progress: a tqdm bar over the ``generate()`` calls.
+
+    Returns:
+        ``[len(runs)][len(prompts)]`` lists of token ids, cut before the first end-of-sequence token.
+    """
+    from driftlib.steer.hooks import steer_rows
 
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens: {max_new_tokens!r}; use a positive integer")
     check_common(batch_size, max_length, "left")
     prompts = check_texts(prompts, "prompts")
-    if not prompts:
-        return []
+    runs = list(runs)
+    out: list[list[list[int]]] = [[[] for _ in prompts] for _ in runs]
+    if not prompts or not runs:
+        return out
     batches = TextBatches(model, tokenizer, prompts, max_length, "left", "prompts")
     eos = eos_ids(tokenizer, model)
-    out: list[list[int]] = [[] for _ in prompts]
-    with eval_mode(model), torch.inference_mode():
-        for start in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    calls = sum(-(-len(runs) // max(1, batch_size // len(batches.order[i : i + batch_size]))) for i in starts)
+    bar = tqdm(total=calls, desc="greedy generation", unit="call", disable=not progress, leave=False)
+    with eval_mode(model), torch.inference_mode(), bar:
+        for start in starts:
             rows = batches.order[start : start + batch_size]
             kwargs, mask = batches.inputs(rows)
-            gen_kwargs: dict[str, Any] = {
-                "input_ids": kwargs["input_ids"], "attention_mask": mask, "max_new_tokens": max_new_tokens,
-                "do_sample": False, "num_beams": 1, "pad_token_id": batches.pad_id,
-            }
-            if eos:
-                gen_kwargs["eos_token_id"] = eos
-            if steering is None:
-                generated = model.generate(**gen_kwargs)
-            else:
-                with steer(model, steering, lam):
+            per_call = max(1, batch_size // len(rows))
+            for first in range(0, len(runs), per_call):
+                bar.update()
+                group = runs[first : first + per_call]
+                gen_kwargs: dict[str, Any] = {
+                    "input_ids": kwargs["input_ids"].repeat(len(group), 1),
+                    "attention_mask": mask.repeat(len(group), 1), "max_new_tokens": max_new_tokens,
+                    "do_sample": False, "num_beams": 1, "pad_token_id": batches.pad_id,
+                }
+                if eos:
+                    gen_kwargs["eos_token_id"] = eos
+                with steer_rows(model, group, len(rows)):
                     generated = model.generate(**gen_kwargs)
-            new = generated[:, mask.shape[1]:].tolist()
-            for row, seq in zip(rows, new, strict=True):
-                cut = next((i for i, t in enumerate(seq) if t in eos), len(seq))
-                out[row] = seq[:cut]
+                new = generated[:, mask.shape[1]:].tolist()
+                for k in range(len(group)):
+                    for row, seq in zip(rows, new[k * len(rows) : (k + 1) * len(rows)], strict=True):
+                        cut = next((i for i, t in enumerate(seq) if t in eos), len(seq))
+                        out[first + k][row] = seq[:cut]
     return out
 
 
@@ -268,7 +313,8 @@ def greedy_repetition(
 
     For each lambda, :func:`greedy_continuations` of ``prompts`` under ``steer(model, steering, lam)``
     (``max_new_tokens`` new tokens, cut at the first end-of-sequence token), scored with
-    :func:`repetition_rate` (n-gram order ``n``) over all continuations together.
+    :func:`repetition_rate` (n-gram order ``n``) over all continuations together. The lambdas are
+    generated together (:func:`greedy_runs`).
 
     Returns:
         ``np.ndarray [len(lambdas)]`` float64 in ``[0, 1]`` (NaN for a lambda whose continuations
@@ -277,12 +323,8 @@ def greedy_repetition(
     lams = check_lambdas(lambdas)
     spec = as_spec(steering)
     spec = spec.with_vectors(check_vectors(spec.vectors, len(find_decoder_layers(model)), hidden_size(model)))
-    rates = np.empty(len(lams), dtype=np.float64)
-    for j, lam in enumerate(tqdm(lams, desc="greedy repetition", unit="lambda", disable=not progress, leave=False)):
-        continuations = greedy_continuations(
-            model, tokenizer, prompts, spec, lam, max_new_tokens=max_new_tokens, batch_size=batch_size, max_length=max_length
-        )
-        rates[j] = repetition_rate(continuations, n=n)
-    return rates
+    runs = greedy_runs(model, tokenizer, prompts, [spec.with_lam(lam) for lam in lams], max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, max_length=max_length, progress=progress)
+    return np.array([repetition_rate(continuations, n=n) for continuations in runs], dtype=np.float64)
 
 

@@ -9,6 +9,9 @@ There is one way to steer, the :func:`steer` context manager, given a
     with steer(model, {12: v12, 14: v14}, lam=4.0):
         ...
 
+:func:`steer_rows` applies the same steering to groups of rows of one batch, each group under its
+own spec and λ (one ``generate()`` call for many runs of a sweep); both install the same hooks.
+
 "Layer ``l``" is the output of decoder block ``l`` (0-based), the same layer that
 :mod:`driftlib.model.forward` reads (see :mod:`driftlib.model.layers`): the vector is added to the hidden
 states block ``l`` returns, so block ``l + 1`` is the first to see it. Adding the same vector to
@@ -37,7 +40,7 @@ Positions (``start_position``)
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -54,7 +57,7 @@ from driftlib.steer.spec import SteeringSpec, as_spec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["steer"]
+__all__ = ["steer", "steer_rows"]
 
 
 def _blocks_owner(model: torch.nn.Module, blocks: torch.nn.ModuleList) -> torch.nn.Module:
@@ -125,10 +128,12 @@ class _Gate:
     on the first forward pass of a batch (no cache) and kept for every later pass of the same
     sequences: with the KV cache (later passes have cached tokens) and without it (a later pass
     re-runs the prompt plus the tokens generated so far, recognised by its unchanged prefix), so
-    cached and uncached generation steer the same sequences.
+    cached and uncached generation steer the same sequences. ``rows`` (a slice of the batch, or
+    None for all of it) are the sequences this gate decides for (:func:`steer_rows`).
     """
 
-    def __init__(self, spec: SteeringSpec, n_blocks: int, first_injection: int, size: int | None) -> None:
+    def __init__(self, spec: SteeringSpec, n_blocks: int, first_injection: int, size: int | None,
+                 rows: slice | None = None) -> None:
         condition = spec.condition
         if condition is None:
             raise ConfigError(f"steer: the {spec.operator!r} operator needs a condition (a direction and a "
@@ -139,6 +144,7 @@ class _Gate:
                               f"{first_injection}; the condition must be read before anything is steered")
         self.direction = _as_vector(self.layer, condition.direction, size)
         self.threshold = float(condition.threshold)
+        self.slice = slice(None) if rows is None else rows
         self.cast: dict[torch.device, torch.Tensor] = {}
         self.decide = False
         self.prompt_ids: torch.Tensor | None = None
@@ -152,18 +158,19 @@ class _Gate:
             return
         ids = kwargs.get("input_ids")
         mask = kwargs.get("attention_mask")
+        ids = ids[self.slice] if isinstance(ids, torch.Tensor) else None
         prev = self.prompt_ids
-        same = (isinstance(ids, torch.Tensor) and prev is not None and ids.shape[0] == prev.shape[0]
+        same = (ids is not None and prev is not None and ids.shape[0] == prev.shape[0]
                 and ids.shape[-1] >= prev.shape[-1] and bool(torch.equal(ids[:, : prev.shape[-1]], prev)))
         self.decide = not same
         if self.decide:
-            self.prompt_ids = ids.detach().clone() if isinstance(ids, torch.Tensor) else None
-            self.mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+            self.prompt_ids = ids.detach().clone() if ids is not None else None
+            self.mask = mask[self.slice] if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
     def on_condition_output(self, module: torch.nn.Module, args: object, output: object) -> None:
         if not self.decide:
             return
-        hidden = block_hidden_states(output)  # [b, t, d]
+        hidden = block_hidden_states(output)[self.slice]  # [b, t, d]
         if self.mask is not None and self.mask.shape[-1] == hidden.shape[-2]:
             last = last_token_index(self.mask.to(hidden.device))
         else:
@@ -181,6 +188,102 @@ class _Gate:
             raise ModelError("steer: the condition block did not run before an injection block in this pass; "
                              "conditional steering needs the forward pass to read the condition first")
         return self.passes.to(hidden.device).view(-1, *([1] * (hidden.dim() - 1)))
+
+
+class _Run:
+    """One spec's steering of some rows of the batch (all of them for :func:`steer`): its operator's
+    float32 tensors per block, cast once per (dtype, device), its gate and its options."""
+
+    def __init__(self, spec: SteeringSpec, n_blocks: int, size: int | None, rows: slice | None) -> None:
+        if not spec.vectors:
+            raise ConfigError("steer: give at least one {layer: vector} pair")
+        self.operator = operator_named(spec.operator)
+        self.start_position, self.preserve_norm = spec.start_position, spec.preserve_norm
+        self.rows = rows
+        self.lam, self.name = spec.lam, spec.operator
+        self.prepared: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in spec.vectors.items():
+            if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
+                raise ConfigError(f"steer: layer {key!r} is not an integer block index")
+            if not -n_blocks <= int(key) < n_blocks:
+                raise ConfigError(f"steer: layer {key} is out of range; the model has {n_blocks} decoder blocks")
+            layer = int(key) % n_blocks
+            if layer in self.prepared:
+                raise ConfigError(f"steer: layer {layer} is given twice (as {key})")
+            self.prepared[layer] = self.operator.prepare(_as_vector(layer, value, size), spec.lam)  # float32
+        self.gate = _Gate(spec, n_blocks, min(self.prepared), size, rows) if self.operator.gated else None
+        self.cast: dict[tuple[int, torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
+
+    def apply(self, layer: int, hidden: torch.Tensor, past: int) -> torch.Tensor:
+        """The steered output ``[b, t, d]`` of block ``layer`` for this run's rows ``hidden``."""
+        key = (layer, hidden.dtype, hidden.device)
+        tensors = self.cast.get(key)
+        if tensors is None:
+            tensors = self.cast[key] = {k: v.to(device=hidden.device, dtype=hidden.dtype)
+                                        for k, v in self.prepared[layer].items()}
+        steered = self.operator.apply(hidden, tensors)
+        if self.preserve_norm:
+            before = torch.linalg.vector_norm(hidden.float(), dim=-1, keepdim=True)
+            after = torch.linalg.vector_norm(steered.float(), dim=-1, keepdim=True)
+            scale = torch.where(after > 0, before / after.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
+            steered = (steered.float() * scale).to(hidden.dtype)
+        if self.start_position is not None:
+            positions = past + torch.arange(hidden.shape[-2], device=hidden.device)
+            selected = (positions >= self.start_position).view(*([1] * (hidden.dim() - 2)), -1, 1)
+            steered = torch.where(selected, steered, hidden)
+        if self.gate is not None:
+            steered = torch.where(self.gate.rows(hidden), steered, hidden)
+        return steered
+
+
+@contextmanager
+def _installed(model: torch.nn.Module, specs: list[tuple[SteeringSpec, slice | None]],
+               n_rows: int | None) -> Iterator[None]:
+    """Hooks that steer each spec's rows (None: every row, one spec) while the context is open."""
+    blocks = find_decoder_layers(model)
+    n_blocks, size = len(blocks), hidden_size(model)
+    runs = [_Run(spec, n_blocks, size, rows) for spec, rows in specs]
+    gates = [run.gate for run in runs if run.gate is not None]
+    state = {"past": 0}
+
+    def on_owner_call(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        state["past"] = _past_length(args, kwargs)
+        for gate in gates:
+            gate.on_pass(state["past"], kwargs)
+
+    def make_hook(layer: int) -> Callable[..., object]:
+        mine = [run for run in runs if layer in run.prepared]
+
+        def hook(module: torch.nn.Module, args: object, output: object) -> object:
+            hidden = block_hidden_states(output)  # [b, t, d]
+            if n_rows is None:  # steer(): one spec, every row
+                return _replace_hidden(output, mine[0].apply(layer, hidden, state["past"]))
+            if hidden.shape[0] != n_rows:
+                raise ModelError(f"steer_rows: the batch has {hidden.shape[0]} rows, the runs stacked in it "
+                                 f"{n_rows}")
+            steered = hidden.clone()
+            for run in mine:
+                steered[run.rows] = run.apply(layer, hidden[run.rows], state["past"])
+            return _replace_hidden(output, steered)
+
+        return hook
+
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        if gates or any(run.start_position is not None for run in runs):
+            owner = _blocks_owner(model, blocks)
+            handles.append(owner.register_forward_pre_hook(on_owner_call, with_kwargs=True))
+        for gate in gates:  # registered first: they read the block's output before any steering
+            handles.append(blocks[gate.layer].register_forward_hook(gate.on_condition_output))
+        layers = sorted({layer for run in runs for layer in run.prepared})
+        for layer in layers:
+            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
+        logger.debug("steering layers %s: %s", layers,
+                     ", ".join(f"{run.name} lam={run.lam:g}" for run in runs))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextmanager
@@ -222,71 +325,37 @@ def steer(
         ModelError: the blocks cannot be found, or return something other than a tensor/tuple.
     """
     spec = replace(as_spec(steering, lam), **options) if options else as_spec(steering, lam)
-    blocks = find_decoder_layers(model)
-    n_blocks = len(blocks)
-    if not spec.vectors:
-        raise ConfigError("steer: give at least one {layer: vector} pair")
-    operator = operator_named(spec.operator)
-    start_position, preserve_norm = spec.start_position, spec.preserve_norm
-    size = hidden_size(model)
-
-    prepared: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in spec.vectors.items():
-        if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
-            raise ConfigError(f"steer: layer {key!r} is not an integer block index")
-        if not -n_blocks <= int(key) < n_blocks:
-            raise ConfigError(f"steer: layer {key} is out of range; the model has {n_blocks} decoder blocks")
-        layer = int(key) % n_blocks
-        if layer in prepared:
-            raise ConfigError(f"steer: layer {layer} is given twice (as {key})")
-        prepared[layer] = operator.prepare(_as_vector(layer, value, size), spec.lam)  # float32 tensors
-
-    gate = _Gate(spec, n_blocks, min(prepared), size) if operator.gated else None
-    state = {"past": 0}
-
-    def on_owner_call(module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
-        state["past"] = _past_length(args, kwargs)
-        if gate is not None:
-            gate.on_pass(state["past"], kwargs)
-
-    def make_hook(layer: int) -> Callable[..., object]:
-        tensors32 = prepared[layer]
-        cast: dict[tuple[torch.dtype, torch.device], dict[str, torch.Tensor]] = {}
-
-        def hook(module: torch.nn.Module, args: object, output: object) -> object:
-            hidden = block_hidden_states(output)  # [b, t, d]
-            key = (hidden.dtype, hidden.device)
-            tensors = cast.get(key)
-            if tensors is None:
-                tensors = cast[key] = {k: v.to(device=hidden.device, dtype=hidden.dtype) for k, v in tensors32.items()}
-            steered = operator.apply(hidden, tensors)
-            if preserve_norm:
-                before = torch.linalg.vector_norm(hidden.float(), dim=-1, keepdim=True)
-                after = torch.linalg.vector_norm(steered.float(), dim=-1, keepdim=True)
-                scale = torch.where(after > 0, before / after.clamp_min(torch.finfo(torch.float32).tiny), 1.0)
-                steered = (steered.float() * scale).to(hidden.dtype)
-            if start_position is not None:
-                positions = state["past"] + torch.arange(hidden.shape[-2], device=hidden.device)
-                selected = (positions >= start_position).view(*([1] * (hidden.dim() - 2)), -1, 1)
-                steered = torch.where(selected, steered, hidden)
-            if gate is not None:
-                steered = torch.where(gate.rows(hidden), steered, hidden)
-            return _replace_hidden(output, steered)
-
-        return hook
-
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    try:
-        if start_position is not None or gate is not None:
-            owner = _blocks_owner(model, blocks)
-            handles.append(owner.register_forward_pre_hook(on_owner_call, with_kwargs=True))
-        if gate is not None:  # registered first: it reads the block's output before any steering
-            handles.append(blocks[gate.layer].register_forward_hook(gate.on_condition_output))
-        for layer in sorted(prepared):
-            handles.append(blocks[layer].register_forward_hook(make_hook(layer)))
-        logger.debug("steering layers %s with %s, lam=%g (start_position=%s, preserve_norm=%s)",
-                     sorted(prepared), spec.operator, spec.lam, start_position, preserve_norm)
+    with _installed(model, [(spec, None)], None):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+@contextmanager
+def steer_rows(model: torch.nn.Module, specs: Sequence[SteeringSpec | None], rows: int) -> Iterator[None]:
+    """Steer a batch that stacks ``len(specs)`` groups of ``rows`` sequences, group ``i`` (batch rows
+    ``i*rows .. (i+1)*rows - 1``) under ``specs[i]`` at its own λ, while the context is open.
+
+    Each group is steered exactly as :func:`steer` steers a batch of its rows alone (operator,
+    options, positions, and for a gated operator a gate decided on that group's prompts); a group
+    whose spec is None or has λ = 0 passes through unchanged. Stacking the runs of a sweep into the
+    batch dimension lets one ``generate()`` call serve many (spec, λ) runs: greedy decoding is
+    bound by per-step overhead at small batches (:func:`driftlib.steer.capability.greedy_runs`).
+
+    Args:
+        model: as for :func:`steer`.
+        specs: one bound spec (or None) per group, in batch order.
+        rows: sequences per group; every forward pass inside the context must carry
+            ``len(specs) * rows`` of them.
+
+    Raises:
+        ConfigError: as :func:`steer`, for any spec; ``rows`` not a positive integer.
+        ModelError: as :func:`steer`, and a forward pass whose batch is not ``len(specs) * rows``.
+    """
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise ConfigError(f"steer_rows: rows {rows!r}; use a positive integer")
+    groups = [(as_spec(spec), slice(i * rows, (i + 1) * rows)) for i, spec in enumerate(specs)
+              if spec is not None and as_spec(spec).lam != 0.0]
+    if not groups:
+        yield
+        return
+    with _installed(model, groups, len(specs) * rows):
+        yield

@@ -28,7 +28,7 @@ import numpy as np
 from driftlib.core.artifacts import read_table
 from driftlib.core.layerspec import resolve_layers
 from driftlib.datasets.neutral import neutral_texts
-from driftlib.steer.capability import greedy_continuations, greedy_repetition, next_token_kl, repetition_rate
+from driftlib.steer.capability import greedy_continuations, greedy_runs, next_token_kl, repetition_rate
 from driftlib.steer.spec import SteeringSpec
 from driftlib.steer.sweep import sweep_hidden_states
 
@@ -278,22 +278,23 @@ def cost_rows(model: Any, tokenizer: Any, named: Mapping[str, SteeringSpec], lam
 
     λ = 0 leaves every block output bit-identical (:func:`driftlib.steer.hooks.steer`): its KL is 0
     (what :func:`~driftlib.steer.capability.next_token_kl` returns there) and its greedy
-    continuations are the unsteered ones, generated once for every spec.
+    continuations are the unsteered ones, generated once for every spec. Every (spec, λ) generates
+    in the same :func:`~driftlib.steer.capability.greedy_runs` call, stacked in the batch dimension.
     """
     texts, prompts = cost.texts()
     lams = [float(lam) for lam in lambdas]
     steered = [lam for lam in lams if lam != 0.0]
-    rep0 = None
-    if len(steered) < len(lams):
-        rep0 = repetition_rate(greedy_continuations(model, tokenizer, prompts, None, 0.0,
-                                                    max_new_tokens=cost.max_new_tokens, batch_size=batch_size))
+    runs: list[SteeringSpec | None] = [None] if len(steered) < len(lams) else []
+    for spec in named.values():
+        runs.extend(spec.with_lam(lam) for lam in steered)
+    rates = iter([repetition_rate(c) for c in greedy_runs(model, tokenizer, prompts, runs, batch_size=batch_size,
+                                                          max_new_tokens=cost.max_new_tokens)])
+    rep0 = next(rates) if len(steered) < len(lams) else None
     rows = []
     for key, spec in named.items():
         kl = dict(zip(steered, next_token_kl(model, tokenizer, texts, spec, steered, batch_size=batch_size))) \
             if steered else {}
-        rep = dict(zip(steered, greedy_repetition(model, tokenizer, prompts, spec, steered,
-                                                  max_new_tokens=cost.max_new_tokens, batch_size=batch_size))) \
-            if steered else {}
+        rep = {lam: next(rates) for lam in steered}
         for lam in lams:
             k, r = (kl[lam], rep[lam]) if lam != 0.0 else (0.0, rep0)
             rows.append({"vector": key, "lam": lam, "kl": float(k), "repetition": float(r),
