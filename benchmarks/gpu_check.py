@@ -13,7 +13,8 @@ parameters x real tokens per second / the card's dense bf16 peak), the time agai
 ``model(**batch)`` loop over the same texts (fixed batches of ``--bare-batch`` in text order,
 padded, the whole model), the peak memory, and the largest difference to the first setting's
 states (relative to the largest state). Then the 5-lambda sweep per setting, its MFU, and (for the
-last setting) the ratio to 5 independent steered extractions.
+last setting) the ratio to 5 independent steered extractions; then the capability cost's greedy
+generations, one ``generate()`` per (spec, lambda) run against the runs stacked in the batch.
 
 Shapes: Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B, and ``tiny`` (for a dry run on a CPU:
 ``--shape tiny --device cpu``). Nothing is downloaded: the tokenizer is trained on the spot and the
@@ -109,6 +110,9 @@ def main() -> None:
                     help="which settings also run the sweep: 'all', or 'first-old,last' (the first old one and the last one)")
     ap.add_argument("--no-independent", action="store_true", help="skip the 5 independent steered extractions")
     ap.add_argument("--table", default=None, help="append the table's lines to this file")
+    ap.add_argument("--cost-specs", type=int, default=12,
+                    help="specs of the stacked-generation check (x 4 lambdas + unsteered); 0: skip it")
+    ap.add_argument("--cost-batch", type=int, default=64, help="rows per generate() call of that check")
     args = ap.parse_args()
     table = Table(args.table)
 
@@ -255,6 +259,35 @@ def main() -> None:
             own = max(float(np.abs(swept[j] - indep[j]).max()) for j in range(len(lams))) / float(np.abs(swept).max())
             ratio = f"{ts/ti:.2f} (diff {own:.2g})"
         table(f"| {args.shape} | {path} | {label} | {ts:.2f} | {sweep_mfu:.1%} | {ratio} | {diff:.2g} |")
+    if args.cost_specs > 0:
+        cost_check(model, tok, texts, cfg, inj, timed, table, args)
+
+
+def cost_check(model, tok, texts, cfg, inj: int, timed, table, args: argparse.Namespace) -> None:
+    """The capability cost's greedy generations (8 prompts, 24 new tokens): one generate() per (spec,
+    lambda) run against the runs stacked in the batch dimension (driftlib.steer.capability.greedy_runs)."""
+    try:
+        from driftlib.steer.capability import greedy_continuations, greedy_runs
+        from driftlib.steer.spec import SteeringSpec
+    except ImportError as exc:
+        table(f"cost check skipped ({exc})")
+        return
+    g = torch.Generator().manual_seed(1)
+    runs = [None]
+    for _ in range(args.cost_specs):
+        spec = SteeringSpec(layers=(inj,)).with_vectors({inj: (torch.randn(cfg.hidden_size, generator=g) * 2.0).numpy()})
+        runs += [spec.with_lam(lam) for lam in (0.25, 0.5, 0.75, 1.0)]
+    prompts = [" ".join(t.split()[:24]) for t in texts[:8]]
+    options = dict(max_new_tokens=24, batch_size=args.cost_batch)
+    greedy_runs(model, tok, prompts, runs[:3], **options)  # warm-up
+    t_one, one, _ = timed(lambda: [greedy_continuations(model, tok, prompts, r, r.lam if r else 0.0, **options)
+                                   for r in runs])
+    t_stack, stacked, _ = timed(lambda: greedy_runs(model, tok, prompts, runs, **options))
+    table(f"\n{args.shape}: the cost's greedy generations, {len(prompts)} prompts x {len(runs)} runs "
+          f"({args.cost_specs} specs x 4 lambdas + unsteered), 24 new tokens, batch {args.cost_batch}")
+    table("| shape | one generate() per run s | stacked s | stacked / one per run | identical |")
+    table("|---|---|---|---|---|")
+    table(f"| {args.shape} | {t_one:.2f} | {t_stack:.2f} | {t_stack / t_one:.2f} | {one == stacked} |")
 
 
 if __name__ == "__main__":

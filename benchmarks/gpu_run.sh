@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU extraction throughput, old batching (fixed count) against the new (token budget, packing), for the
-# Llama-3.2-1B, Llama-3.2-3B and Llama-3.1-8B shapes (random weights, bf16). About 5-6 minutes on an H200.
+# Llama-3.2-1B, Llama-3.2-3B and Llama-3.1-8B shapes (random weights, bf16), then the lambda sweep and the
+# capability cost's stacked greedy generations. About 5-6 minutes on an H200 before the generation check was
+# added (2026-12-06; not yet timed on a GPU: give each shape up to 200 s).
 #
 #   bash benchmarks/gpu_run.sh            (from the repository root; writes $OUT/gpu_check.txt when OUT is set)
 #   SHAPES=tiny DEVICE=cpu N_TEXTS=48 MAX_LENGTH=64 bash benchmarks/gpu_run.sh     (dry run of the code path on a CPU)
@@ -17,7 +19,7 @@ SHAPES="${SHAPES:-llama-1b llama-3b llama-8b}"
 DEVICE="${DEVICE:-cuda}"
 N_TEXTS="${N_TEXTS:-512}"
 MAX_LENGTH="${MAX_LENGTH:-512}"
-PER_SHAPE_TIMEOUT="${PER_SHAPE_TIMEOUT:-150}"
+PER_SHAPE_TIMEOUT="${PER_SHAPE_TIMEOUT:-200}"
 TABLE="${OUT:-.}/gpu_check.txt"
 LOG="${OUT:-.}/gpu_check.log"
 mkdir -p "$(dirname "$TABLE")"
