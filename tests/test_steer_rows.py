@@ -10,7 +10,7 @@ import transformers
 from random_models import SAMPLE_TEXTS, VOCAB, bpe_tokenizer, random_vectors
 
 from driftlib.core.errors import ConfigError, ModelError
-from driftlib.model.forward import left_pad
+from driftlib.model.forward import extract_hidden_states, left_pad
 from driftlib.stats.condition import Condition
 from driftlib.steer.capability import greedy_continuations, greedy_runs
 from driftlib.steer.hooks import steer, steer_rows
@@ -25,20 +25,36 @@ def tokenizer() -> transformers.PreTrainedTokenizerFast:
     return bpe_tokenizer(SAMPLE_TEXTS + PROMPTS)
 
 
+CONFIGS = {
+    "llama": lambda: transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64,
+                                              num_hidden_layers=5, num_attention_heads=4, num_key_value_heads=2),
+    "gpt2": lambda: transformers.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=5, n_head=4, n_positions=128),
+    "falcon": lambda: transformers.FalconConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=5,
+                                                num_attention_heads=4),
+}
+
+
+def _model(family: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(CONFIGS[family]()).eval()
+
+
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=5,
-                                      num_attention_heads=4, num_key_value_heads=2)
-    return transformers.AutoModelForCausalLM.from_config(config).eval()
+    return _model("llama")
 
 
-def _condition() -> Condition:
+def _condition(model, tokenizer) -> Condition:
+    """A random direction at block 1, its threshold the median score of SAMPLE_TEXTS' last tokens there
+    (so the gate passes some of them and not others)."""
     c = np.random.default_rng(1).standard_normal(HIDDEN)
-    return Condition(layer=1, direction=(c / np.linalg.norm(c)).astype(np.float32), threshold=0.0)
+    c = (c / np.linalg.norm(c)).astype(np.float32)
+    states = extract_hidden_states(model, tokenizer, SAMPLE_TEXTS, [1], pooling="last", skip_first=False,
+                                   progress=False)[:, 0]
+    return Condition(layer=1, direction=c, threshold=float(np.median(states @ c)))
 
 
-def _runs() -> list[SteeringSpec | None]:
+def _runs(model, tokenizer) -> list[SteeringSpec | None]:
     """Runs of every kind: unsteered, lambda 0, different operators, blocks, options and a gate."""
     add = SteeringSpec(layers=(2,)).with_vectors(random_vectors([2], HIDDEN, seed=1, norm=4.0))
     return [
@@ -48,7 +64,7 @@ def _runs() -> list[SteeringSpec | None]:
         add.with_lam(0.0),
         SteeringSpec(layers=(2, 3), preserve_norm=True, start_position=3, lam=-1.5).with_vectors(
             random_vectors([2, 3], HIDDEN, seed=3, norm=4.0)),
-        SteeringSpec(layers=(2,), operator="conditional", condition=_condition(), lam=3.0).with_vectors(
+        SteeringSpec(layers=(2,), operator="conditional", condition=_condition(model, tokenizer), lam=3.0).with_vectors(
             random_vectors([2], HIDDEN, seed=4, norm=4.0)),
     ]
 
@@ -58,9 +74,12 @@ def _batch(tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
     return left_pad(ids, tokenizer.eos_token_id)
 
 
-def test_each_group_of_a_stacked_batch_is_steered_as_alone(model, tokenizer) -> None:
+@pytest.mark.parametrize("family", sorted(CONFIGS))
+def test_each_group_of_a_stacked_batch_is_steered_as_alone(family, tokenizer) -> None:
+    """Blocks that return a tensor or a tuple (llama, GPT-2, Falcon) alike."""
+    model = _model(family)
     ids, mask = _batch(tokenizer)
-    n, runs = ids.shape[0], _runs()
+    n, runs = ids.shape[0], _runs(model, tokenizer)
     with torch.no_grad(), steer_rows(model, runs, n):
         stacked = model(input_ids=ids.repeat(len(runs), 1), attention_mask=mask.repeat(len(runs), 1)).logits
     with torch.no_grad():
@@ -83,7 +102,7 @@ def test_each_group_of_a_stacked_batch_is_steered_as_alone(model, tokenizer) -> 
 
 
 def test_greedy_runs_equal_each_run_generated_alone(model, tokenizer) -> None:
-    runs = _runs()
+    runs = _runs(model, tokenizer)
     calls = []
     generate = model.generate
 
@@ -110,7 +129,7 @@ def test_greedy_runs_equal_each_run_generated_alone(model, tokenizer) -> None:
 
 def test_steer_rows_checks_its_batch(model, tokenizer) -> None:
     ids, mask = _batch(tokenizer)
-    spec = _runs()[1]
+    spec = _runs(model, tokenizer)[1]
     with pytest.raises(ModelError, match="the batch has"), torch.no_grad(), steer_rows(model, [spec, None], 3):
         model(input_ids=ids, attention_mask=mask)
     with pytest.raises(ConfigError, match="rows"), steer_rows(model, [spec], 0):
