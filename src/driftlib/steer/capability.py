@@ -28,7 +28,7 @@ from driftlib.core.errors import ConfigError, ModelError, NumericsError
 from driftlib.model.forward import BatchRunner, run_batches
 from driftlib.model.layers import find_decoder_layers, hidden_size
 from driftlib.stats.selection import check_lambdas
-from driftlib.steer.hooks import steer
+from driftlib.steer.hooks import steer, steer_rows
 from driftlib.steer.spec import SteeringSpec, as_spec
 from driftlib.steer.sweep import (
     TextBatches,
@@ -256,8 +256,6 @@ def greedy_runs(
     Returns:
         ``[len(runs)][len(prompts)]`` lists of token ids, cut before the first end-of-sequence token.
     """
-    from driftlib.steer.hooks import steer_rows
-
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens: {max_new_tokens!r}; use a positive integer")
     check_common(batch_size, max_length, "left")
