@@ -57,9 +57,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny.train_tokenizer(f"{folder}/tokenizer")))
     torch.manual_seed(0)
-    config = tiny.tiny_config(args.arch, tokenizer)
-    eager = {"attn_implementation": "eager"} if args.arch == "gemma2" else {}
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype, **eager).to(device).eval()
+    model = tiny.new_model(args.arch, tokenizer).to(device, dtype).eval()
+    config = model.config
     prompts = CostOptions().texts()[1]
     rng = np.random.default_rng(0)
     block = config.num_hidden_layers // 2

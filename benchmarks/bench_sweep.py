@@ -74,9 +74,8 @@ def transfer(args: argparse.Namespace, device: torch.device, dtype: torch.dtype)
     with tempfile.TemporaryDirectory() as folder:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(tiny.train_tokenizer(f"{folder}/tokenizer")))
     torch.manual_seed(0)
-    config = tiny.tiny_config(args.transfer, tokenizer)
-    eager = {"attn_implementation": "eager"} if args.transfer == "gemma2" else {}
-    model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype, **eager).to(device).eval()
+    model = tiny.new_model(args.transfer, tokenizer).to(device, dtype).eval()
+    config = model.config
     texts = tiny.bundled_prompts()[: args.n_texts]
     n_blocks = config.num_hidden_layers
     inject, measure = resolve_layers([0.5], n_blocks), resolve_layers([1.0], n_blocks)
