@@ -244,6 +244,7 @@ def test_config_accepts_dealigned_partners_and_refuses_bad_ones():
 
     base = read_config_file("config/config.yaml")
     ok = copy.deepcopy(base)
+    ok["dealign"]["steps"] = [20, 60]
     ok["collaboration"]["pairings"] = [["llama", "qwen2"], ["llama", "qwen2@dealigned"], ["qwen2", "qwen2@dealigned20"]]
     load_and_check(ok)
     for pairing, message in ((["llama", "qwen2@dealigned5"], "not one of dealign.steps"),

@@ -217,8 +217,13 @@ def fake_slurm_bin(path: Path) -> Path:
 @pytest.mark.workflow
 def test_dry_run_gives_gpu_jobs_the_gpu_partition(tmp_path: Path) -> None:
     """Every job of the embedded default (every rule) gets its partition from the profile as
-    Snakemake merges it with profiles/default: a gpu request goes with the GPU partition."""
+    Snakemake merges it with profiles/default: a gpu request goes with the GPU partition. Phase 5's
+    pre-steered runs under the compared operators are switched on, so that every rule is planned."""
     workdir = make_workdir(tmp_path)
+    config = workdir / "config" / "config.yaml"
+    text = config.read_text()
+    assert "compare_operators: false" in text
+    config.write_text(text.replace("compare_operators: false", "compare_operators: true"))
     out = run_snakemake(workdir, "-n", "--profile", "profiles/slurm", timeout=300).stdout
     assert "workflow specific profile profiles/default" in out  # both profiles were read
     cpu, gpu, _ = partitions(load_profile())

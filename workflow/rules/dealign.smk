@@ -30,7 +30,8 @@ rule train_dealign:
         f"{RESULTS}/logs/train_dealign/{{model}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/train_dealign/{{model}}.tsv"
-    threads: 4
+    threads: MODEL_THREADS
+    priority: 1  # phase 4.5 and phase 5's dealigned partners wait on it: start it first
     resources:
         gpu=1,
         mem_mb=model_mem_mb(BY_MODEL),
